@@ -1,0 +1,39 @@
+# One-command set-up, tests, gates, parity, benchmarks and reports.
+# Every target that needs the environment depends on .venv/.ready, so a fresh clone
+# needs nothing but `make test` (or `make gates`).
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+export HYPOTHESIS_PROFILE ?= ci
+export PYTHONDONTWRITEBYTECODE := 1
+export OMP_NUM_THREADS ?= 2
+TIME = scripts/timed.sh
+
+.PHONY: setup test parity gates bench report clean
+
+setup: $(VENV)/.ready
+
+$(VENV)/.ready: requirements.txt scripts/setup_onednn.sh rtdetr_jittor/_env.py
+	@$(TIME) "venv + pinned packages" bash -c '[ -x $(VPY) ] || $(PY) -m venv $(VENV); $(VPY) -m pip install -q -r requirements.txt'
+	@$(TIME) "oneDNN for Jittor" bash scripts/setup_onednn.sh
+	@$(TIME) "Jittor compile-cache warm-up" $(VPY) -m rtdetr_jittor._env
+	@touch $@
+
+test: setup
+	@$(TIME) "fast suite (incl. pytest -m parity and shortened gates)" $(VPY) -m pytest -m "not slow" -q
+
+parity: setup
+	@$(TIME) "parity suite" $(VPY) -m pytest -m parity -q
+
+gates: setup
+	@$(TIME) "gates" $(VPY) -m gates.run_gates --full
+
+bench: setup
+	@$(TIME) "benchmarks" $(VPY) -m bench.run
+
+report: setup
+	@$(TIME) "render latest parity report" $(VPY) -m parity report --latest
+
+clean:
+	rm -rf reports .pytest_cache .hypothesis

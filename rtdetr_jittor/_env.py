@@ -1,0 +1,55 @@
+"""The one place that imports Jittor.
+
+Importing Jittor offline on these machines needs care: an ``nvcc`` exists without a
+CUDA runtime (so ``nvcc_path`` must be empty), and Jittor downloads oneDNN unless it
+finds it laid out under ``~/.cache/jittor/mkl`` (``scripts/setup_onednn.sh`` does
+that from Debian's ``libdnnl-dev``). Jittor also reseeds NumPy and ``random`` from the
+clock on import; this module restores their states so importing the project seeds
+nothing behind the user's back. Every Jittor import in the project goes through here::
+
+    from rtdetr_jittor._env import jt
+"""
+import os
+import random
+
+import numpy as np
+
+ONEDNN_MARKER = os.path.join(
+    os.environ.get("JITTOR_HOME", os.path.expanduser("~")),
+    ".cache", "jittor", "mkl", "dnnl_lnx_2.2.0_cpu_gomp", "lib", "libmkldnn.so")
+
+
+def _set_defaults():
+    os.environ.setdefault("nvcc_path", "")
+    os.environ.setdefault("log_silent", "1")
+    if "use_mkl" not in os.environ:
+        os.environ["use_mkl"] = "1" if os.path.exists(ONEDNN_MARKER) else "0"
+
+
+def _import_jittor():
+    _set_defaults()
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    import jittor
+    np.random.set_state(np_state)
+    random.setstate(py_state)
+    jittor.flags.use_cuda = 0
+    return jittor
+
+
+jt = _import_jittor()
+
+
+def backend_info():
+    """Which Jittor backend is active: oneDNN (MKL ops) and CUDA on or off."""
+    from jittor import compile_extern
+    return {
+        "jittor_version": jt.__version__,
+        "onednn": compile_extern.mkl_ops is not None,
+        "cuda": bool(jt.flags.use_cuda),
+        "use_mkl_env": os.environ.get("use_mkl"),
+    }
+
+
+if __name__ == "__main__":
+    print(backend_info())

@@ -1,0 +1,242 @@
+"""The one place where Jittor 1.3.11 is made to behave like PyTorch 2.13.
+
+Each shim answers one measured difference (see README, "Jittor vs PyTorch"):
+
+- ``detach``: out of place (``Var.stop_grad()`` works in place and cuts earlier uses).
+- ``clamp``: gradient 1 at the bounds, as torch (Jittor gives 0 there).
+- ``topk``/``argmax``/``max_values``: int64 indices and torch-like return values.
+- ``floor_divide``: Python floor semantics (Jittor's ``//`` truncates toward zero).
+- ``bce_with_logits``: element-wise, stable, no ``reduction`` surprises.
+- ``BatchNorm2d``: two-pass variance, unbiased running variance, ``num_batches_tracked``.
+- ``FrozenBatchNorm2d``-style buffers: ``make_buffer`` gives a Var that is never trained.
+- ``LayerNorm``: two-pass variance (Jittor's E[x^2]-E[x]^2 loses precision).
+- ``MultiheadAttention``: torch's batch_first semantics and key names
+  (``in_proj_weight``, ``in_proj_bias``, ``out_proj``), boolean masks where True
+  means "may not attend".
+- ``freeze``: parameters frozen before the first ``eval()`` stay frozen (Jittor's
+  ``train()`` restores gradient flags from a snapshot taken at the first ``eval()``).
+- ``load_state_dict_checked``: fails on missing, unexpected or mis-shaped keys
+  (Jittor's ``load_state_dict`` never raises).
+"""
+import math
+
+import numpy as np
+
+from rtdetr_jittor._env import jt
+from jittor import nn
+
+
+def detach(x):
+    """Out-of-place detach: a new Var with no gradient path; ``x`` is untouched."""
+    return x.detach()
+
+
+def clamp(x, min=None, max=None):
+    """``torch.clamp`` with torch's gradient: 1 where min <= x <= max (bounds included)."""
+    out = x
+    if min is not None:
+        out = jt.where(out >= min, out, jt.full_like(out, min))
+    if max is not None:
+        out = jt.where(out <= max, out, jt.full_like(out, max))
+    return out
+
+
+def topk(x, k, dim=-1, largest=True):
+    """``(values, indices)`` with int64 indices. Tie order may differ from torch."""
+    values, indices = jt.topk(x, k, dim=dim, largest=largest)
+    return values, indices.int64()
+
+
+def argmax(x, dim, keepdim=False):
+    """Index of the maximum along ``dim`` as int64 (Jittor returns ``(idx, val)``)."""
+    idx, _ = jt.argmax(x, dim, keepdims=keepdim)
+    return idx.int64()
+
+
+def max_values(x, dim, keepdim=False):
+    """Maximum values along ``dim`` (torch's ``x.max(dim).values``)."""
+    return x.max(dim, keepdims=keepdim)
+
+
+def floor_divide(a, b):
+    """Floor division with Python/torch semantics for negative operands."""
+    return jt.floor(a.float32() / b).astype(a.dtype) if isinstance(a, jt.Var) else a // b
+
+
+def bce_with_logits(logits, targets, weight=None):
+    """Element-wise binary cross-entropy on logits (no reduction), numerically stable."""
+    loss = jt.maximum(logits, 0) - logits * targets + jt.log(1 + jt.exp(-jt.abs(logits)))
+    if weight is not None:
+        loss = loss * weight
+    return loss
+
+
+def make_buffer(value, dtype=None):
+    """A Var that is stored in the state_dict but never receives a gradient."""
+    if isinstance(value, jt.Var):
+        var = value.detach()
+    else:
+        var = jt.array(np.asarray(value, dtype=dtype) if dtype else np.asarray(value))
+    return var.stop_grad()
+
+
+def freeze(module_or_var):
+    """Freeze parameters for good. Call before the model's first ``eval()``."""
+    params = [module_or_var] if isinstance(module_or_var, jt.Var) else module_or_var.parameters()
+    for p in params:
+        p.stop_grad()
+
+
+def trainable_named_parameters(module):
+    """``(name, Var)`` of parameters that receive gradients (module must be in train mode)."""
+    return [(n, p) for n, p in module.named_parameters() if not p.is_stop_grad()]
+
+
+class BatchNorm2d(nn.Module):
+    """BatchNorm2d matching torch: two-pass batch variance, unbiased running variance,
+    ``num_batches_tracked``; momentum 0.1, eps 1e-5."""
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1):
+        self.num_features = num_features
+        self.eps = eps
+        self.momentum = momentum
+        self.weight = jt.ones(num_features)
+        self.bias = jt.zeros(num_features)
+        self.running_mean = make_buffer(np.zeros(num_features, np.float32))
+        self.running_var = make_buffer(np.ones(num_features, np.float32))
+        self.num_batches_tracked = make_buffer(np.zeros((), np.int64).reshape(1))
+
+    def execute(self, x):
+        if self.is_training():
+            mean = x.mean(dims=(0, 2, 3))
+            centered = x - mean.reshape(1, -1, 1, 1)
+            var = (centered * centered).mean(dims=(0, 2, 3))
+            n = x.numel() // x.shape[1]
+            unbiased = var * (n / max(n - 1, 1))
+            m = self.momentum
+            self.running_mean.update((self.running_mean * (1 - m) + mean * m).detach())
+            self.running_var.update((self.running_var * (1 - m) + unbiased * m).detach())
+            self.num_batches_tracked.update((self.num_batches_tracked + 1).detach())
+            inv = 1.0 / jt.sqrt(var + self.eps)
+            out = centered * inv.reshape(1, -1, 1, 1)
+        else:
+            inv = 1.0 / jt.sqrt(self.running_var + self.eps)
+            out = (x - self.running_mean.reshape(1, -1, 1, 1)) * inv.reshape(1, -1, 1, 1)
+        return out * self.weight.reshape(1, -1, 1, 1) + self.bias.reshape(1, -1, 1, 1)
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm over the last dimension with a two-pass variance (torch's precision)."""
+
+    def __init__(self, normalized_shape, eps=1e-5):
+        self.normalized_shape = normalized_shape
+        self.eps = eps
+        self.weight = jt.ones(normalized_shape)
+        self.bias = jt.zeros(normalized_shape)
+
+    def execute(self, x):
+        mean = x.mean(dim=-1, keepdims=True)
+        centered = x - mean
+        var = (centered * centered).mean(dim=-1, keepdims=True)
+        return centered / jt.sqrt(var + self.eps) * self.weight + self.bias
+
+
+class MultiheadAttention(nn.Module):
+    """torch.nn.MultiheadAttention (batch_first=True, no bias_kv, no zero_attn) in Jittor.
+
+    ``attn_mask`` may be bool (True: may not attend) or float (added to the logits),
+    of shape (L, S) or (B*num_heads, L, S). Returns ``(output, None)``.
+    """
+
+    def __init__(self, embed_dim, num_heads, dropout=0.0, batch_first=True):
+        assert batch_first, "only batch_first=True is supported"
+        assert embed_dim % num_heads == 0, "embed_dim must be divisible by num_heads"
+        self.embed_dim = embed_dim
+        self.num_heads = num_heads
+        self.dropout = dropout
+        self.head_dim = embed_dim // num_heads
+        bound = math.sqrt(6.0 / (embed_dim + 3 * embed_dim))
+        self.in_proj_weight = jt.init.uniform((3 * embed_dim, embed_dim), "float32", -bound, bound)
+        self.in_proj_bias = jt.zeros(3 * embed_dim)
+        self.out_proj = nn.Linear(embed_dim, embed_dim)
+        jt.init.zero_(self.out_proj.bias)
+
+    def execute(self, query, key, value, attn_mask=None, key_padding_mask=None, need_weights=False):
+        b, l, e = query.shape
+        s = key.shape[1]
+        h, d = self.num_heads, self.head_dim
+        w_q, w_k, w_v = self.in_proj_weight.chunk(3, dim=0)
+        b_q, b_k, b_v = self.in_proj_bias.chunk(3, dim=0)
+        q = nn.matmul_transpose(query, w_q) + b_q
+        k = nn.matmul_transpose(key, w_k) + b_k
+        v = nn.matmul_transpose(value, w_v) + b_v
+        q = q.reshape(b, l, h, d).transpose(0, 2, 1, 3) * (1.0 / math.sqrt(d))
+        k = k.reshape(b, s, h, d).transpose(0, 2, 1, 3)
+        v = v.reshape(b, s, h, d).transpose(0, 2, 1, 3)
+        logits = jt.matmul(q, k.transpose(0, 1, 3, 2))
+        if attn_mask is not None:
+            mask = attn_mask if attn_mask.ndim == 2 else attn_mask.reshape(b, h, l, s)
+            if mask.dtype == jt.bool:
+                logits = jt.where(mask.broadcast(logits.shape), jt.full_like(logits, float("-inf")), logits)
+            else:
+                logits = logits + mask
+        if key_padding_mask is not None:
+            pad = key_padding_mask.reshape(b, 1, 1, s).broadcast(logits.shape)
+            logits = jt.where(pad, jt.full_like(logits, float("-inf")), logits)
+        attn = nn.softmax(logits, dim=-1)
+        if self.dropout > 0 and self.is_training():
+            attn = nn.dropout(attn, self.dropout, is_train=True)
+        out = jt.matmul(attn, v).transpose(0, 2, 1, 3).reshape(b, l, e)
+        return self.out_proj(out), None
+
+
+class StateDictError(RuntimeError):
+    """A checkpoint whose keys or shapes do not match the model."""
+
+
+def load_state_dict_checked(module, state_dict, strict=True):
+    """Load ``state_dict`` (name -> numpy/Var/tensor) into ``module``; report problems.
+
+    Returns ``{"missing": [...], "unexpected": [...], "mismatched": [(k, want, got)]}``.
+    With ``strict`` any problem raises ``StateDictError`` before anything is loaded.
+    """
+    own = module.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    mismatched = []
+    for k, var in own.items():
+        if k in state_dict:
+            got = tuple(np.shape(_to_numpy(state_dict[k])))
+            want = tuple(var.shape)
+            if got != want and not (want == (1,) and got == ()):
+                mismatched.append((k, want, got))
+    problems = {"missing": missing, "unexpected": unexpected, "mismatched": mismatched}
+    if strict and (missing or unexpected or mismatched):
+        raise StateDictError(describe_state_dict_problems(problems))
+    for k, var in own.items():
+        if k in state_dict and not any(m[0] == k for m in mismatched):
+            value = _to_numpy(state_dict[k]).astype(var.dtype, copy=False).reshape(var.shape)
+            var.update(jt.array(value))
+    return problems
+
+
+def describe_state_dict_problems(problems, limit=10):
+    """One readable paragraph naming missing, unexpected and mis-shaped keys."""
+    lines = []
+    for label in ("missing", "unexpected"):
+        keys = problems[label]
+        if keys:
+            more = f" (+{len(keys) - limit} more)" if len(keys) > limit else ""
+            lines.append(f"{len(keys)} {label} key(s): {', '.join(keys[:limit])}{more}")
+    if problems["mismatched"]:
+        shown = "; ".join(f"{k}: model {w} vs checkpoint {g}" for k, w, g in problems["mismatched"][:limit])
+        lines.append(f"{len(problems['mismatched'])} mis-shaped key(s): {shown}")
+    return "state_dict does not match the model: " + " | ".join(lines)
+
+
+def _to_numpy(value):
+    if isinstance(value, jt.Var):
+        return value.numpy()
+    if hasattr(value, "detach") and hasattr(value, "cpu"):
+        return value.detach().cpu().numpy()
+    return np.asarray(value)

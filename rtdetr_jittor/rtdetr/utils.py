@@ -1,0 +1,62 @@
+"""Small shared pieces of the RT-DETR zoo: inverse sigmoid, prior-probability bias,
+activation lookup, and the multi-scale deformable attention core (bilinear
+``grid_sample``, zero padding, ``align_corners=False``)."""
+import math
+
+from rtdetr_jittor._env import jt
+from jittor import nn
+
+from rtdetr_jittor.compat import clamp
+
+
+def inverse_sigmoid(x, eps=1e-5):
+    """log(x / (1 - x)) with x clipped to [0, 1] and both terms clipped at ``eps``."""
+    x = clamp(x, min=0.0, max=1.0)
+    return jt.log(clamp(x, min=eps) / clamp(1 - x, min=eps))
+
+
+def bias_init_with_prob(prior_prob=0.01):
+    """The bias that makes sigmoid output ``prior_prob``."""
+    return float(-math.log((1 - prior_prob) / prior_prob))
+
+
+def get_activation(act, inplace=True):
+    """An activation module by name ('silu', 'relu', 'leaky_relu', 'gelu', None)."""
+    if act is None:
+        return nn.Identity()
+    if isinstance(act, nn.Module):
+        return act
+    name = act.lower()
+    if name == "silu":
+        return nn.SiLU()
+    if name == "relu":
+        return nn.ReLU()
+    if name == "leaky_relu":
+        return nn.LeakyReLU()
+    if name == "gelu":
+        return nn.GELU()
+    raise ValueError(f"unknown activation {act!r}")
+
+
+def deformable_attention_core_func(value, value_spatial_shapes, sampling_locations, attention_weights):
+    """Multi-scale deformable attention.
+
+    value: (B, sum(H*W), n_head, c); value_spatial_shapes: [(H, W)] per level;
+    sampling_locations: (B, Lq, n_head, n_levels, n_points, 2) in [0, 1];
+    attention_weights: (B, Lq, n_head, n_levels, n_points). Returns (B, Lq, n_head*c).
+    """
+    bs, _, n_head, c = value.shape
+    _, len_q, _, n_levels, n_points, _ = sampling_locations.shape
+    sampling_grids = 2 * sampling_locations - 1
+    sampled = []
+    start = 0
+    for level, (h, w) in enumerate(value_spatial_shapes):
+        value_l = value[:, start:start + h * w].reshape(bs, h * w, n_head * c)
+        value_l = value_l.transpose(0, 2, 1).reshape(bs * n_head, c, h, w)
+        start += h * w
+        grid_l = sampling_grids[:, :, :, level].transpose(0, 2, 1, 3, 4).reshape(bs * n_head, len_q, n_points, 2)
+        sampled.append(nn.grid_sample(value_l, grid_l, mode="bilinear", padding_mode="zeros", align_corners=False))
+    weights = attention_weights.transpose(0, 2, 1, 3, 4).reshape(bs * n_head, 1, len_q, n_levels * n_points)
+    stacked = jt.stack(sampled, dim=-2).reshape(bs * n_head, c, len_q, n_levels * n_points)
+    out = (stacked * weights).sum(-1).reshape(bs, n_head * c, len_q)
+    return out.transpose(0, 2, 1)
