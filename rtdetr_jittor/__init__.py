@@ -1,0 +1,8 @@
+"""RT-DETR (v1) in Jittor, twin of ``reference_pytorch``.
+``build(config_path, overrides=None)`` returns an object with ``.model``,
+``.criterion``, ``.postprocessor`` and ``.cfg``."""
+
+
+def build(config_path, overrides=None):
+    from .builder import build as _build
+    return _build(config_path, overrides)

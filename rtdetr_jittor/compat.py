@@ -240,3 +240,85 @@ def _to_numpy(value):
     if hasattr(value, "detach") and hasattr(value, "cpu"):
         return value.detach().cpu().numpy()
     return np.asarray(value)
+
+
+# --- box ops and losses (matcher / criterion): torch's gradients at ties, accurate BCE ---
+
+def _as_var_like(value, like):
+    return value if isinstance(value, jt.Var) else jt.array(np.asarray(value, dtype=like.dtype.__str__()))
+
+
+def maximum(a, b):
+    """``torch.maximum``: where ``a == b`` the gradient is split 0.5/0.5 (``jt.maximum``
+    sends all of it to the second argument). NaN propagates."""
+    b = _as_var_like(b, a)
+    a = _as_var_like(a, b)
+    return jt.where(a > b, a, jt.where(a < b, b, a * 0.5 + b * 0.5))
+
+
+def minimum(a, b):
+    """``torch.minimum``: where ``a == b`` the gradient is split 0.5/0.5 (``jt.minimum``
+    sends all of it to the second argument). NaN propagates."""
+    b = _as_var_like(b, a)
+    a = _as_var_like(a, b)
+    return jt.where(a < b, a, jt.where(a > b, b, a * 0.5 + b * 0.5))
+
+
+def absolute(x):
+    """``torch.abs``: gradient 0 at x == 0 (Jittor's ``abs`` gives 1 there)."""
+    return jt.where(x > 0, x, jt.where(x < 0, -x, x * 0))
+
+
+def cdist_l1(a, b):
+    """``torch.cdist(a, b, p=1)`` for (N, D) and (M, D): (N, M) sums of |a_i - b_j|
+    (Jittor has no ``cdist``)."""
+    return absolute(a[:, None, :] - b[None, :, :]).sum(-1)
+
+
+def log1p(x):
+    """``log(1 + x)`` accurate for small |x| (Jittor has no ``log1p``): computed in
+    float64 with the Kahan correction ``log(u) * x / (u - 1)``, returned in ``x``'s dtype."""
+    x64 = x.float64()
+    u = 1 + x64
+    d = u - 1
+    safe_d = jt.where(d == 0, jt.ones_like(d), d)
+    out = jt.where(d == 0, x64, jt.log(u) * (x64 / safe_d))
+    return out.astype(x.dtype)
+
+
+class _LogSigmoid(jt.Function):
+    def execute(self, x):
+        self._x = x.detach()
+        return (minimum(x, 0) - log1p(jt.exp(-jt.abs(x)))).detach()
+
+    def grad(self, g):
+        return g * jt.sigmoid(-self._x)
+
+
+def log_sigmoid(x):
+    """``torch.nn.functional.logsigmoid``: ``min(x, 0) - log1p(exp(-|x|))`` with the
+    gradient ``sigmoid(-x)`` (smooth at 0, unlike the composed Jittor ops)."""
+    return _LogSigmoid.apply(x)
+
+
+class _BCEWithLogits(jt.Function):
+    def execute(self, x, t, w):
+        self._x, self._t, self._w = x.detach(), t.detach(), w.detach()
+        self._raw = ((1 - t) * x - log_sigmoid(x)).detach()
+        return self._raw * w
+
+    def grad(self, g):
+        x, t, w = self._x, self._t, self._w
+        return g * (jt.sigmoid(x) - t) * w, -g * x * w, g * self._raw
+
+
+def binary_cross_entropy_with_logits(logits, targets, weight=None):
+    """``F.binary_cross_entropy_with_logits(..., reduction='none')`` as torch 2.x computes
+    it: ``((1 - t) * x - logsigmoid(x)) * weight``, gradient ``(sigmoid(x) - t) * weight``.
+    Unlike ``bce_with_logits`` above, its gradient is right at x == 0 (there the
+    composed Jittor ops give ``-t - 0.5`` instead of ``0.5 - t``) and has no
+    cancellation for confident logits."""
+    targets = _as_var_like(targets, logits).astype(logits.dtype)
+    weight = jt.ones_like(logits) if weight is None else _as_var_like(weight, logits).astype(logits.dtype)
+    shape = np.broadcast_shapes(tuple(logits.shape), tuple(targets.shape), tuple(weight.shape))
+    return _BCEWithLogits.apply(logits.broadcast(shape), targets.broadcast(shape), weight.broadcast(shape))

@@ -1,0 +1,129 @@
+"""Model weights and training checkpoints for the reference.
+
+Model weights load from official layouts (``ema.module`` preferred, ``model``, or a
+bare state_dict) in ``.pth`` files or from this project's framework-neutral
+checkpoints; missing, unexpected and mis-shaped keys fail unless ``strict=False``.
+Training checkpoints (``rtdetr_common.checkpoint_io``) hold NumPy arrays only, keyed
+by parameter name, so the Jittor twin can resume them.
+"""
+import random
+
+import numpy as np
+import torch
+
+from rtdetr_common.checkpoint_io import CheckpointError, read_checkpoint, write_checkpoint, FORMAT
+
+
+class StateDictError(RuntimeError):
+    """A state_dict whose keys or shapes do not match the model."""
+
+
+def model_state_numpy(model):
+    """The model's state_dict as NumPy arrays (torch conventions: num_batches_tracked int64, 0-d)."""
+    return {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+
+
+def extract_model_state(obj):
+    """The model state_dict inside an official checkpoint object or one of ours."""
+    if isinstance(obj, dict) and obj.get("format") == FORMAT:
+        return obj["model"]
+    if isinstance(obj, dict) and isinstance(obj.get("ema"), dict) and "module" in obj["ema"]:
+        return obj["ema"]["module"]
+    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+        return obj["model"]
+    if isinstance(obj, dict) and obj and all(hasattr(v, "shape") for v in obj.values()):
+        return obj
+    raise CheckpointError("no model weights found: expected ['ema']['module'], ['model'] or a bare state_dict")
+
+
+def read_weights(path):
+    """Model state_dict from an official ``.pth`` or one of our checkpoints."""
+    try:
+        return extract_model_state(read_checkpoint(path))
+    except CheckpointError as ours:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise CheckpointError(f"cannot read weights from {path}: {ours}; as torch file: {e}") from e
+        return extract_model_state(obj)
+
+
+def load_model_state(model, state, strict=True):
+    """Load ``state`` (tensors or arrays); report and, if ``strict``, fail on any mismatch."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [(k, tuple(own[k].shape), tuple(np.shape(state[k]))) for k in own
+                  if k in state and tuple(own[k].shape) != tuple(np.shape(state[k]))]
+    problems = {"missing": missing, "unexpected": unexpected, "mismatched": mismatched}
+    if strict and (missing or unexpected or mismatched):
+        raise StateDictError(
+            f"state_dict does not match the model: {len(missing)} missing (e.g. {missing[:3]}), "
+            f"{len(unexpected)} unexpected (e.g. {unexpected[:3]}), {len(mismatched)} mis-shaped "
+            f"(e.g. {mismatched[:3]})")
+    bad = {m[0] for m in mismatched}
+    tensors = {k: torch.as_tensor(np.asarray(v) if not torch.is_tensor(v) else v).to(own[k].dtype)
+               for k, v in state.items() if k in own and k not in bad}
+    model.load_state_dict(tensors, strict=False)
+    return problems
+
+
+def _optimizer_state_numpy(optimizer):
+    state = {}
+    for group in optimizer.param_groups:
+        for name, p in zip(group["names"], group["params"]):
+            s = optimizer.state.get(p)
+            if s:
+                state[name] = {"step": int(s["step"]), "exp_avg": s["exp_avg"].numpy().copy(),
+                               "exp_avg_sq": s["exp_avg_sq"].numpy().copy()}
+    groups = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+    return {"state": state, "param_groups": groups}
+
+
+def _load_optimizer_state(optimizer, sd):
+    for group, saved in zip(optimizer.param_groups, sd["param_groups"]):
+        if list(group["names"]) != list(saved["names"]):
+            raise CheckpointError("optimizer state does not match the model's parameter groups")
+        group.update({k: v for k, v in saved.items() if k != "names"})
+    by_name = {n: p for g in optimizer.param_groups for n, p in zip(g["names"], g["params"])}
+    optimizer.state.clear()
+    for name, s in sd["state"].items():
+        optimizer.state[by_name[name]] = {"step": torch.tensor(float(s["step"])),
+                                          "exp_avg": torch.from_numpy(np.array(s["exp_avg"])),
+                                          "exp_avg_sq": torch.from_numpy(np.array(s["exp_avg_sq"]))}
+
+
+def save_training_checkpoint(path, model, optimizer=None, ema=None, lr_schedule=None, epoch=0, step=0, extra=None):
+    """Atomically write everything needed to resume, as NumPy arrays."""
+    payload = {
+        "framework": "pytorch",
+        "model": model_state_numpy(model),
+        "ema": ({"module": model_state_numpy(ema.module), "updates": ema.updates} if ema else None),
+        "optimizer": _optimizer_state_numpy(optimizer) if optimizer else None,
+        "lr_schedule": lr_schedule.state_dict() if lr_schedule else None,
+        "epoch": epoch, "step": step,
+        "rng": {"numpy": np.random.get_state(), "python": random.getstate(),
+                "framework": torch.get_rng_state().numpy()},
+        "extra": extra or {},
+    }
+    write_checkpoint(path, payload)
+
+
+def load_training_checkpoint(path, model, optimizer=None, ema=None, lr_schedule=None):
+    """Restore a checkpoint (ours, from either framework) into the given objects."""
+    ckpt = read_checkpoint(path)
+    load_model_state(model, ckpt["model"], strict=True)
+    if ema is not None and ckpt.get("ema"):
+        load_model_state(ema.module, ckpt["ema"]["module"], strict=True)
+        ema.updates = int(ckpt["ema"]["updates"])
+    if optimizer is not None and ckpt.get("optimizer"):
+        _load_optimizer_state(optimizer, ckpt["optimizer"])
+    if lr_schedule is not None and ckpt.get("lr_schedule"):
+        lr_schedule.load_state_dict(ckpt["lr_schedule"])
+    rng = ckpt.get("rng") or {}
+    if "numpy" in rng:
+        np.random.set_state(rng["numpy"])
+        random.setstate(rng["python"])
+    if rng.get("framework") is not None and ckpt.get("framework") == "pytorch":
+        torch.set_rng_state(torch.from_numpy(np.asarray(rng["framework"])))
+    return ckpt

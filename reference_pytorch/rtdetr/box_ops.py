@@ -1,0 +1,64 @@
+"""Box format conversions, pairwise IoU and generalized IoU (the official DETR
+formulas used by RT-DETR's matcher and criterion).
+
+Boxes are ``(..., 4)`` tensors; ``cxcywh`` is (centre x, centre y, width, height) and
+``xyxy`` is (x0, y0, x1, y1). ``box_area`` follows torchvision's formula.
+"""
+import torch
+
+
+def box_cxcywh_to_xyxy(x):
+    """(cx, cy, w, h) -> (cx - w/2, cy - h/2, cx + w/2, cy + h/2)."""
+    x_c, y_c, w, h = x.unbind(-1)
+    b = [(x_c - 0.5 * w), (y_c - 0.5 * h),
+         (x_c + 0.5 * w), (y_c + 0.5 * h)]
+    return torch.stack(b, dim=-1)
+
+
+def box_xyxy_to_cxcywh(x):
+    """(x0, y0, x1, y1) -> ((x0 + x1)/2, (y0 + y1)/2, x1 - x0, y1 - y0)."""
+    x0, y0, x1, y1 = x.unbind(-1)
+    b = [(x0 + x1) / 2, (y0 + y1) / 2,
+         (x1 - x0), (y1 - y0)]
+    return torch.stack(b, dim=-1)
+
+
+def box_area(boxes):
+    """Area of (N, 4) xyxy boxes (torchvision.ops.box_area)."""
+    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+
+
+def box_iou(boxes1, boxes2):
+    """Pairwise IoU of (N, 4) and (M, 4) xyxy boxes: ``(iou, union)``, each (N, M)."""
+    area1 = box_area(boxes1)
+    area2 = box_area(boxes2)
+
+    lt = torch.max(boxes1[:, None, :2], boxes2[:, :2])  # (N, M, 2)
+    rb = torch.min(boxes1[:, None, 2:], boxes2[:, 2:])  # (N, M, 2)
+
+    wh = (rb - lt).clamp(min=0)  # (N, M, 2)
+    inter = wh[:, :, 0] * wh[:, :, 1]  # (N, M)
+
+    union = area1[:, None] + area2 - inter
+
+    iou = inter / union
+    return iou, union
+
+
+def generalized_box_iou(boxes1, boxes2):
+    """Pairwise generalized IoU (https://giou.stanford.edu/) of xyxy boxes, (N, M).
+
+    As the official code, fails (AssertionError) unless every box has x1 >= x0 and
+    y1 >= y0 (so NaN coordinates fail too): degenerate boxes would give inf/NaN.
+    """
+    assert (boxes1[:, 2:] >= boxes1[:, :2]).all()
+    assert (boxes2[:, 2:] >= boxes2[:, :2]).all()
+    iou, union = box_iou(boxes1, boxes2)
+
+    lt = torch.min(boxes1[:, None, :2], boxes2[:, :2])
+    rb = torch.max(boxes1[:, None, 2:], boxes2[:, 2:])
+
+    wh = (rb - lt).clamp(min=0)  # (N, M, 2)
+    area = wh[:, :, 0] * wh[:, :, 1]
+
+    return iou - (area - union) / area

@@ -1,0 +1,124 @@
+"""Single-process, seeded, resumable batch iteration over a detection dataset.
+
+Everything random is derived from the loader's ``seed``: epoch ``e`` is shuffled
+with a generator seeded by ``(seed, e)`` and the item at dataset index ``i`` is
+transformed with one seeded by ``(seed, e, i)``. The loader's whole state is
+therefore ``(epoch, position)``; restoring it resumes on exactly the batch an
+uninterrupted run would have produced next.
+"""
+import numpy as np
+
+from .errors import SampleUnavailable
+
+
+def derive_rng(seed, *keys):
+    """A NumPy generator determined by ``seed`` and the integer ``keys``."""
+    return np.random.default_rng([int(seed), *(int(k) for k in keys)])
+
+
+def epoch_order(num_samples, shuffle, seed, epoch):
+    """Dataset indices in the order epoch ``epoch`` visits them."""
+    if not shuffle:
+        return np.arange(num_samples)
+    return derive_rng(seed, epoch).permutation(num_samples)
+
+
+def collate_detection(samples):
+    """``[(image CHW float32, target), ...]`` -> ``(images (B, 3, H, W), [target, ...])``."""
+    images = [np.asarray(image) for image, _ in samples]
+    shapes = {image.shape for image in images}
+    if len(shapes) != 1:
+        raise ValueError(f"cannot batch images of different shapes {sorted(shapes)}; add a Resize")
+    return np.stack(images).astype(np.float32, copy=False), [target for _, target in samples]
+
+
+class DataLoader:
+    """Batches of ``dataset`` items, reshuffled per epoch when ``shuffle``.
+
+    ``len(loader)`` is the number of batches per epoch. Iterating yields the
+    batches left in the current epoch, then moves to the next epoch. Items whose
+    ``dataset.load`` raises ``SampleUnavailable`` are left out of their batch
+    (a batch left empty is skipped).
+    """
+
+    def __init__(self, dataset, batch_size=1, shuffle=False, drop_last=False, seed=0,
+                 collate_fn=collate_detection):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if int(seed) < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed}")
+        self.dataset = dataset
+        self.batch_size = int(batch_size)
+        self.shuffle = bool(shuffle)
+        self.drop_last = bool(drop_last)
+        self.seed = int(seed)
+        self.collate_fn = collate_fn
+        self.epoch = 0
+        self.position = 0  # batches of the current epoch already handed out
+        self._cached_order = (None, None)  # (epoch, order)
+
+    def __len__(self):
+        full, rest = divmod(len(self.dataset), self.batch_size)
+        return full if self.drop_last or rest == 0 else full + 1
+
+    @property
+    def remaining(self):
+        """Batches left in the current epoch (a tqdm ``total`` for a resumed epoch)."""
+        return max(len(self) - self.position, 0)
+
+    def set_epoch(self, epoch):
+        """Move to ``epoch`` from its start; a no-op if already in ``epoch`` (so a
+        resumed mid-epoch position survives the usual per-epoch call)."""
+        if int(epoch) != self.epoch:
+            self.epoch = int(epoch)
+            self.position = 0
+
+    def batch_indices(self, epoch, batch_index):
+        cached_epoch, order = self._cached_order
+        if cached_epoch != epoch:
+            order = epoch_order(len(self.dataset), self.shuffle, self.seed, epoch)
+            self._cached_order = (epoch, order)
+        return order[batch_index * self.batch_size:(batch_index + 1) * self.batch_size]
+
+    def load_batch(self, epoch, batch_index):
+        """The collated batch ``batch_index`` of ``epoch``, or None if none of its items load."""
+        samples = []
+        for index in self.batch_indices(epoch, batch_index):
+            try:
+                samples.append(self.dataset.load(int(index), rng=derive_rng(self.seed, epoch, index)))
+            except SampleUnavailable:
+                continue
+        return self.collate_fn(samples) if samples else None
+
+    def __iter__(self):
+        if self.position >= len(self):
+            self.epoch += 1
+            self.position = 0
+        while self.position < len(self):
+            epoch, batch_index = self.epoch, self.position
+            self.position += 1
+            batch = self.load_batch(epoch, batch_index)
+            if batch is not None:
+                yield batch
+        self.epoch += 1
+        self.position = 0
+
+    def state_dict(self):
+        return {
+            "epoch": self.epoch,
+            "position": self.position,
+            "seed": self.seed,
+            "batch_size": self.batch_size,
+            "shuffle": self.shuffle,
+            "drop_last": self.drop_last,
+            "num_samples": len(self.dataset),
+        }
+
+    def load_state_dict(self, state):
+        """Resume from ``state_dict()``; the loader must be configured the same way."""
+        mine = self.state_dict()
+        for key in ("seed", "batch_size", "shuffle", "drop_last", "num_samples"):
+            if key in state and state[key] != mine[key]:
+                raise ValueError(f"loader state has {key}={state[key]!r} but this loader has {mine[key]!r}")
+        self.epoch = int(state["epoch"])
+        self.position = int(state["position"])

@@ -1,0 +1,1 @@
+"""Training state: AdamW param groups, gradient clipping, EMA (LR schedule: rtdetr_common.lr_schedule)."""

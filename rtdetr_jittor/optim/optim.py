@@ -1,0 +1,110 @@
+"""AdamW with the official regex parameter groups, and gradient clipping by global norm.
+
+Jittor's own AdamW decays parameters that received no gradient and its default
+weight decay differs from torch; this AdamW follows ``torch.optim.AdamW`` step for
+step (per-parameter step counts, ``lerp`` first moment, bias corrections, decoupled
+decay) and skips parameters without a gradient, as torch does for ``grad is None``.
+Jittor returns zeros for a parameter the loss does not reach; an all-zero gradient
+is therefore treated as "no gradient" (for a reachable parameter of a real-valued
+loss an exactly-zero gradient in every element does not occur in practice).
+"""
+import math
+
+from rtdetr_jittor._env import jt
+from rtdetr_common.param_groups import group_parameter_names, optimizer_defaults
+from rtdetr_jittor.compat import trainable_named_parameters
+
+
+class AdamW:
+    """``torch.optim.AdamW`` semantics on Jittor Vars (``param_groups``, ``state_dict``)."""
+
+    def __init__(self, groups, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
+        self.defaults = {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay}
+        self.param_groups = [{**self.defaults, **g} for g in groups]
+        self.state = {}
+        self.grads = {}
+
+    def zero_grad(self):
+        self.grads = {}
+
+    def backward(self, loss):
+        params = [p for g in self.param_groups for p in g["params"]]
+        names = [n for g in self.param_groups for n in g["names"]]
+        grads = jt.grad(loss, params, retain_graph=False)
+        nonzero = jt.stack([(g != 0).any().float32() for g in grads]).numpy() if grads else []
+        self.grads = {n: (g.detach() if nz else None) for n, g, nz in zip(names, grads, nonzero)}
+
+    def step(self):
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
+            for name, p in zip(group["names"], group["params"]):
+                grad = self.grads.get(name)
+                if grad is None:
+                    continue
+                st = self.state.setdefault(name, {"step": 0, "exp_avg": jt.zeros_like(p).stop_grad(),
+                                                  "exp_avg_sq": jt.zeros_like(p).stop_grad()})
+                st["step"] += 1
+                p_new = p * (1 - lr * wd)
+                exp_avg = st["exp_avg"] + (grad - st["exp_avg"]) * (1 - beta1)
+                exp_avg_sq = st["exp_avg_sq"] * beta2 + grad * grad * (1 - beta2)
+                bias1 = 1 - beta1 ** st["step"]
+                bias2_sqrt = math.sqrt(1 - beta2 ** st["step"])
+                denom = jt.sqrt(exp_avg_sq) / bias2_sqrt + eps
+                p.update((p_new - exp_avg / denom * (lr / bias1)).detach())
+                st["exp_avg"] = exp_avg.detach()
+                st["exp_avg_sq"] = exp_avg_sq.detach()
+        jt.sync([p for g in self.param_groups for p in g["params"]] +
+                [v for st in self.state.values() for v in (st["exp_avg"], st["exp_avg_sq"])])
+
+    def state_dict(self):
+        state = {n: {"step": s["step"], "exp_avg": s["exp_avg"].numpy(), "exp_avg_sq": s["exp_avg_sq"].numpy()}
+                 for n, s in self.state.items()}
+        groups = [{k: v for k, v in g.items() if k != "params"} for g in self.param_groups]
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, sd):
+        for group, saved in zip(self.param_groups, sd["param_groups"]):
+            if list(group["names"]) != list(saved["names"]):
+                raise ValueError("optimizer state does not match the model's parameter groups")
+            group.update({k: v for k, v in saved.items() if k != "names"})
+        self.state = {n: {"step": int(s["step"]), "exp_avg": jt.array(s["exp_avg"]).stop_grad(),
+                          "exp_avg_sq": jt.array(s["exp_avg_sq"]).stop_grad()} for n, s in sd["state"].items()}
+
+
+def build_optimizer(optimizer_cfg, model):
+    """The AdamW above over the trainable parameters, grouped by the config's regexes.
+    Each group also carries ``names`` (parameter names, in order) for the harness."""
+    named = dict(trainable_named_parameters(model))
+    defaults = optimizer_defaults(optimizer_cfg)
+    groups = [{**opts, "params": [named[n] for n in names], "names": names}
+              for opts, names in group_parameter_names(optimizer_cfg, list(named))]
+    return AdamW(groups, **defaults)
+
+
+def clip_grad_norm(optimizer, max_norm):
+    """Clip all gradients to global L2 norm ``max_norm`` (if > 0); return the norm before clipping."""
+    names = [n for n, g in optimizer.grads.items() if g is not None]
+    if not names:
+        return 0.0
+    squares = [(optimizer.grads[n].float64() ** 2).sum() for n in names]
+    total = jt.sqrt(jt.stack(squares).sum()).float32()
+    if max_norm and max_norm > 0:
+        coef = jt.minimum(max_norm / (total + 1e-6), jt.ones_like(total))
+        for n in names:
+            optimizer.grads[n] = (optimizer.grads[n] * coef).detach()
+    return float(total.item())
+
+
+def optimizer_update(loss, optimizer, max_norm):
+    """zero_grad, backward, clip, step. Returns the gradient norm before clipping."""
+    optimizer.zero_grad()
+    optimizer.backward(loss)
+    norm = clip_grad_norm(optimizer, max_norm)
+    optimizer.step()
+    return norm
+
+
+def parameter_gradients(optimizer):
+    """``{name: gradient or None}`` after backward, for the harness."""
+    return dict(optimizer.grads)

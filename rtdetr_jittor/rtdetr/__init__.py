@@ -1,0 +1,1 @@
+"""RT-DETR zoo: decoder, encoder, denoising, criterion, matcher, post-processor."""
