@@ -322,3 +322,26 @@ def binary_cross_entropy_with_logits(logits, targets, weight=None):
     weight = jt.ones_like(logits) if weight is None else _as_var_like(weight, logits).astype(logits.dtype)
     shape = np.broadcast_shapes(tuple(logits.shape), tuple(targets.shape), tuple(weight.shape))
     return _BCEWithLogits.apply(logits.broadcast(shape), targets.broadcast(shape), weight.broadcast(shape))
+
+
+class Embedding(nn.Module):
+    """``torch.nn.Embedding`` with ``padding_idx``: N(0, 1) init with the padding row
+    zeroed, and the padding row receives no gradient (Jittor's ``nn.Embedding`` zeroes
+    the row at init but still trains it). Indices may be any integer Var."""
+
+    def __init__(self, num_embeddings, embedding_dim, padding_idx=None):
+        self.num_embeddings = num_embeddings
+        self.embedding_dim = embedding_dim
+        if padding_idx is not None and padding_idx < 0:
+            padding_idx += num_embeddings
+        self.padding_idx = padding_idx
+        self.weight = jt.init.gauss((num_embeddings, embedding_dim), "float32")
+        if padding_idx is not None:
+            self.weight[padding_idx] = 0.0
+
+    def execute(self, x):
+        weight = self.weight
+        if self.padding_idx is not None:
+            row = (jt.arange(self.num_embeddings) == self.padding_idx).reshape(-1, 1)
+            weight = jt.where(row.broadcast(weight.shape), weight.detach(), weight)
+        return weight[x]

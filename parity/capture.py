@@ -1,0 +1,116 @@
+"""Record what a model computes: every named submodule's output, and probe points.
+
+Module paths are identical in both twins by construction, so the records of the
+two frameworks line up by name. Records come in execution order (a module's output
+is recorded when its forward returns, so children precede parents). A module called
+more than once gets ``#1``, ``#2``... suffixes. Outputs that are tuples, lists or
+dicts are flattened to ``name.0``, ``name.key``. Module inputs are kept too, so the
+first diverging module can be rerun alone.
+"""
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from rtdetr_common import probes
+
+
+@dataclass
+class Record:
+    name: str
+    value: np.ndarray
+    module: str
+    kind: str  # "module" or "probe"
+
+
+@dataclass
+class Capture:
+    records: list = field(default_factory=list)
+    inputs: dict = field(default_factory=dict)  # module path -> list of input arrays
+
+    def by_name(self):
+        return {r.name: r for r in self.records}
+
+
+def flatten(name, value, to_numpy):
+    """``[(name, array)]`` for a tensor or a nested tuple/list/dict of tensors."""
+    if isinstance(value, dict):
+        out = []
+        for k, v in value.items():
+            out.extend(flatten(f"{name}.{k}", v, to_numpy))
+        return out
+    if isinstance(value, (list, tuple)):
+        out = []
+        for i, v in enumerate(value):
+            out.extend(flatten(f"{name}.{i}", v, to_numpy))
+        return out
+    array = to_numpy(value)
+    return [] if array is None else [(name, array)]
+
+
+def torch_to_numpy(value):
+    import torch
+    if torch.is_tensor(value):
+        return value.detach().cpu().numpy().copy()
+    if isinstance(value, np.ndarray):
+        return value.copy()
+    if isinstance(value, (int, float, bool, np.number)):
+        return np.asarray(value)
+    return None
+
+
+def jittor_to_numpy(value):
+    from rtdetr_jittor._env import jt
+    if isinstance(value, jt.Var):
+        return value.numpy().copy()
+    if isinstance(value, np.ndarray):
+        return value.copy()
+    if isinstance(value, (int, float, bool, np.number)):
+        return np.asarray(value)
+    return None
+
+
+def _named_modules(model, framework):
+    if framework == "torch":
+        return [(n, m) for n, m in model.named_modules() if n]
+    return [(n, m) for n, m in model.named_modules() if n]
+
+
+def capture(model, run, framework, keep_inputs=True, prefix=""):
+    """Call ``run()`` with hooks on every submodule and a probe recorder; return (result, Capture)."""
+    to_numpy = torch_to_numpy if framework == "torch" else jittor_to_numpy
+    cap = Capture()
+    calls = {}
+
+    def make_hook(path):
+        def hook(module, inputs, output, *rest):
+            n = calls.get(path, 0)
+            calls[path] = n + 1
+            name = f"{prefix}{path}" + (f"#{n}" if n else "")
+            for sub, array in flatten(name, output, to_numpy):
+                cap.records.append(Record(sub, array, path, "module"))
+            if keep_inputs and n == 0:
+                cap.inputs[path] = [a for _, a in flatten("in", list(inputs), to_numpy)]
+        return hook
+
+    handles = []
+    for path, module in _named_modules(model, framework):
+        if framework == "torch":
+            handles.append(module.register_forward_hook(make_hook(path)))
+        else:
+            module.register_forward_hook(make_hook(path))
+            handles.append(module)
+
+    def on_probe(name, value):
+        for sub, array in flatten(f"probe:{name}", value, to_numpy):
+            cap.records.append(Record(sub, array, name.split(".")[0], "probe"))
+
+    try:
+        with probes.recording(on_probe):
+            result = run()
+    finally:
+        for h in handles:
+            if framework == "torch":
+                h.remove()
+            else:
+                h.remove_forward_hook()
+    return result, cap

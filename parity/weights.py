@@ -1,0 +1,76 @@
+"""Weights for comparison: realistic random values, and transfer between frameworks.
+
+Fresh initialisation is degenerate for comparison (box heads start at zero, so every
+decoder layer's boxes are equal and refinement is never exercised; activations are
+tiny), so parity runs use ``realistic_random_state``: every parameter and BatchNorm
+statistic gets random values of the scale a trained model has. The state is NumPy,
+keyed by state_dict name, and is loaded into both models, so they hold identical
+weights. Transfers check keys, shapes and dtypes and report anything not moved.
+"""
+import numpy as np
+
+
+def realistic_random_state(shapes, seed=0):
+    """``{name: array}`` for ``{name: (shape, dtype)}`` with trained-model-like scales.
+    1-D weights are norm scales (conv, linear and embedding weights have 2+ dims)."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, (shape, dtype) in shapes.items():
+        dtype = np.dtype(dtype)
+        leaf = name.rsplit(".", 1)[-1]
+        if not np.issubdtype(dtype, np.floating):
+            out[name] = np.zeros(shape, dtype)
+        elif leaf == "running_mean":
+            out[name] = rng.normal(0.0, 0.2, shape).astype(dtype)
+        elif leaf == "running_var":
+            out[name] = rng.uniform(0.5, 2.0, shape).astype(dtype)
+        elif leaf == "weight" and len(shape) == 1:
+            out[name] = rng.uniform(0.7, 1.3, shape).astype(dtype)
+        elif leaf in ("bias", "in_proj_bias") or len(shape) <= 1:
+            out[name] = rng.normal(0.0, 0.1, shape).astype(dtype)
+        else:
+            fan_in = int(np.prod(shape[1:]))
+            out[name] = rng.normal(0.0, 1.0 / np.sqrt(fan_in), shape).astype(dtype)
+    return out
+
+
+def torch_shapes(model):
+    return {k: (tuple(v.shape), v.detach().cpu().numpy().dtype) for k, v in model.state_dict().items()}
+
+
+def torch_state_numpy(model):
+    return {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
+
+
+def jittor_state_numpy(model):
+    """Jittor state in torch conventions (``num_batches_tracked`` 0-d int64)."""
+    from rtdetr_jittor.checkpoint import model_state_numpy
+    return model_state_numpy(model)
+
+
+def load_into_torch(model, state, strict=True):
+    from reference_pytorch.checkpoint import load_model_state
+    return load_model_state(model, state, strict=strict)
+
+
+def load_into_jittor(model, state, strict=True):
+    from rtdetr_jittor.checkpoint import load_model_state
+    return load_model_state(model, state, strict=strict)
+
+
+def set_identical_random_weights(torch_model, jt_model, seed=0):
+    """Give both models the same realistic random weights; return the NumPy state."""
+    state = realistic_random_state(torch_shapes(torch_model), seed)
+    load_into_torch(torch_model, state)
+    load_into_jittor(jt_model, state)
+    return state
+
+
+def transfer_torch_to_jittor(torch_model, jt_model, strict=True):
+    """Copy the reference's weights into the twin; returns the problem report."""
+    return load_into_jittor(jt_model, torch_state_numpy(torch_model), strict=strict)
+
+
+def transfer_jittor_to_torch(jt_model, torch_model, strict=True):
+    """Copy the twin's weights into the reference; returns the problem report."""
+    return load_into_torch(torch_model, jittor_state_numpy(jt_model), strict=strict)

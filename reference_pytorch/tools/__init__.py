@@ -1,0 +1,1 @@
+"""Command-line tools (train, eval, infer); the same program in both twins."""

@@ -1,0 +1,64 @@
+"""Draw detections (box, class name, score) on an image with Pillow and save a PNG."""
+import colorsys
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+GOLDEN_RATIO_CONJUGATE = 0.618033988749895
+
+
+def class_colour(label):
+    """A bright RGB colour for ``label``; consecutive labels get well-separated hues."""
+    hue = (int(label) * GOLDEN_RATIO_CONJUGATE) % 1.0
+    red, green, blue = colorsys.hsv_to_rgb(hue, 0.85, 0.95)
+    return int(red * 255), int(green * 255), int(blue * 255)
+
+
+def to_pil_image(image):
+    """A PIL RGB image from a PIL image, an HWC uint8 array or a CHW float array in [0, 1]."""
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    array = np.asarray(image)
+    if array.ndim == 3 and array.shape[0] in (1, 3) and array.shape[-1] not in (1, 3):
+        array = array.transpose(1, 2, 0)
+    if np.issubdtype(array.dtype, np.floating):
+        array = np.clip(np.rint(array * 255), 0, 255)
+    array = array.astype(np.uint8)
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[..., 0]
+    return Image.fromarray(array).convert("RGB")
+
+
+def draw_detections(image, boxes, labels, scores=None, label_names=None, score_threshold=0.0,
+                    line_width=None):
+    """A copy of ``image`` with xyxy pixel ``boxes`` outlined in their class colour and
+    tagged "name score". ``label_names`` maps label -> name (default: the label)."""
+    canvas = to_pil_image(image).copy()
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    labels = np.asarray(labels).reshape(-1)
+    scores = None if scores is None else np.asarray(scores, dtype=np.float64).reshape(-1)
+    if line_width is None:
+        line_width = max(1, round(max(canvas.size) / 300))
+    painter = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default()
+    for index, (box, label) in enumerate(zip(boxes, labels)):
+        score = None if scores is None else scores[index]
+        if score is not None and score < score_threshold:
+            continue
+        colour = class_colour(label)
+        x1, y1, x2, y2 = (float(v) for v in box)
+        painter.rectangle([x1, y1, max(x1, x2), max(y1, y2)], outline=colour, width=line_width)
+        name = (label_names or {}).get(int(label), str(int(label)))
+        caption = name if score is None else f"{name} {score:.2f}"
+        left, top, right, bottom = painter.textbbox((0, 0), caption, font=font)
+        text_y = y1 - (bottom - top) - 2 if y1 - (bottom - top) - 2 >= 0 else y1
+        painter.rectangle([x1, text_y, x1 + (right - left) + 2, text_y + (bottom - top) + 2], fill=colour)
+        painter.text((x1 + 1 - left, text_y + 1 - top), caption, fill=(0, 0, 0), font=font)
+    return canvas
+
+
+def save_detections_png(path, image, boxes, labels, scores=None, label_names=None, score_threshold=0.0):
+    """Draw the detections and write the result to ``path`` as PNG; returns the image."""
+    drawn = draw_detections(image, boxes, labels, scores, label_names, score_threshold)
+    drawn.save(path, format="PNG")
+    return drawn

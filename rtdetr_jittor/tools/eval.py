@@ -1,0 +1,7 @@
+"""`python -m rtdetr_jittor.tools.eval --help`: eval RT-DETR with the Jittor twin."""
+from rtdetr_common.cli import eval_main, run_tool
+
+from ..engine import Engine
+
+if __name__ == "__main__":
+    run_tool(eval_main, Engine)
