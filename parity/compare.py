@@ -25,6 +25,9 @@ import numpy as np
 
 # Added to |ref| in the relative-error denominator so zeros in ref stay finite.
 REL_DENOM_EPS = 1e-12
+# Rule names that tie-aware comparisons report (they are judged by code, not by a YAML rule).
+TOPK_RULE = "tie-aware:topk"
+ASSIGNMENT_RULE = "tie-aware:assignment"
 
 _NUMERIC_KINDS = "fiub"
 _KIND_GROUP = {"f": "float", "i": "integer", "u": "integer", "b": "bool"}
@@ -160,8 +163,9 @@ def compare_float(name, ref, test, atol, rtol):
     ``cosine``, ``n_outside`` / ``frac_outside`` (elements breaking the rule),
     ``min_passing_atol`` (the smallest atol that passes at this rtol, up to
     rounding), ``nonfinite_mismatches``, ``tol_ratio`` (worst
-    ``|ref-test| / (atol + rtol*|ref|)``) and ``allowed_abs`` (the absolute error the
-    rule allows at the worst element: ``max_abs > allowed_abs`` exactly when it fails).
+    ``|ref-test| / (atol + rtol*|ref|)``) and ``allowed_abs`` (``max_abs / tol_ratio``:
+    the tolerance expressed on the ``max_abs`` scale, so ``max_abs > allowed_abs``
+    exactly when the tensor fails; ``atol + rtol*max|ref|`` when nothing differs).
     """
     ref, test = np.asarray(ref), np.asarray(test)
     tolerance = {"atol": float(atol), "rtol": float(rtol)}
@@ -319,7 +323,8 @@ def compare_topk_selection(ref_idx, test_idx, scores, atol=0.0, name="probe:deco
     """
     ref_idx, test_idx, scores = np.asarray(ref_idx), np.asarray(test_idx), np.asarray(scores)
     tolerance = {"score_atol": float(atol)}
-    base = {"name": name, "kind": "topk", "tolerance": tolerance,
+    base = {"name": name, "kind": "topk", "tolerance": tolerance, "rule": TOPK_RULE,
+            "reason": "top-k sets may differ only where scores tie at the k-th boundary",
             "shape": tuple(ref_idx.shape), "dtype": _dtype_text(ref_idx, test_idx)}
     if ref_idx.shape != test_idx.shape:
         problem = f"shape mismatch: ref {tuple(ref_idx.shape)} vs test {tuple(test_idx.shape)}"
@@ -388,7 +393,8 @@ def compare_assignment(ref_rows, ref_cols, test_rows, test_cols, cost, atol=0.0,
     ref_rows, ref_cols, test_rows, test_cols = arrays
     cost = np.asarray(cost, dtype=np.float64)
     tolerance = {"cost_atol": float(atol)}
-    base = {"name": name, "kind": "assignment", "tolerance": tolerance,
+    base = {"name": name, "kind": "assignment", "tolerance": tolerance, "rule": ASSIGNMENT_RULE,
+            "reason": "a different matching of equal total cost is an equally optimal answer",
             "shape": tuple(ref_rows.shape), "dtype": _dtype_text(ref_rows, test_rows)}
 
     problem = None

@@ -110,7 +110,7 @@ def evaluate_detections(coco_gt, detections, image_ids=None):
     coco_gt = load_coco(coco_gt)
     coco_dt = _detections_as_coco(coco_gt, detections)
     cocoeval = COCOeval(coco_gt, coco_dt, iouType="bbox")
-    cocoeval.params.imgIds = sorted(coco_gt.getImgIds() if image_ids is None else (int(i) for i in image_ids))
+    cocoeval.params.imgIds = sorted(set(coco_gt.getImgIds() if image_ids is None else (int(i) for i in image_ids)))
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         cocoeval.evaluate()

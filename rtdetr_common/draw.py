@@ -29,10 +29,19 @@ def to_pil_image(image):
     return Image.fromarray(array).convert("RGB")
 
 
+def label_name(label_names, label):
+    """``label_names`` is a dict or a sequence indexed by label; unknown labels show as numbers."""
+    if isinstance(label_names, dict):
+        return str(label_names.get(label, label))
+    if label_names is not None and 0 <= label < len(label_names):
+        return str(label_names[label])
+    return str(label)
+
+
 def draw_detections(image, boxes, labels, scores=None, label_names=None, score_threshold=0.0,
                     line_width=None):
     """A copy of ``image`` with xyxy pixel ``boxes`` outlined in their class colour and
-    tagged "name score". ``label_names`` maps label -> name (default: the label)."""
+    tagged "name score". ``label_names`` maps label -> name (a dict or a sequence)."""
     canvas = to_pil_image(image).copy()
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     labels = np.asarray(labels).reshape(-1)
@@ -48,7 +57,7 @@ def draw_detections(image, boxes, labels, scores=None, label_names=None, score_t
         colour = class_colour(label)
         x1, y1, x2, y2 = (float(v) for v in box)
         painter.rectangle([x1, y1, max(x1, x2), max(y1, y2)], outline=colour, width=line_width)
-        name = (label_names or {}).get(int(label), str(int(label)))
+        name = label_name(label_names, int(label))
         caption = name if score is None else f"{name} {score:.2f}"
         left, top, right, bottom = painter.textbbox((0, 0), caption, font=font)
         text_y = y1 - (bottom - top) - 2 if y1 - (bottom - top) - 2 >= 0 else y1

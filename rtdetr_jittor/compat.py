@@ -35,9 +35,9 @@ def clamp(x, min=None, max=None):
     """``torch.clamp`` with torch's gradient: 1 where min <= x <= max (bounds included)."""
     out = x
     if min is not None:
-        out = jt.where(out >= min, out, jt.full_like(out, min))
+        out = jt.where(out < min, jt.full_like(out, min), out)
     if max is not None:
-        out = jt.where(out <= max, out, jt.full_like(out, max))
+        out = jt.where(out > max, jt.full_like(out, max), out)
     return out
 
 
@@ -59,13 +59,22 @@ def max_values(x, dim, keepdim=False):
 
 
 def floor_divide(a, b):
-    """Floor division with Python/torch semantics for negative operands."""
-    return jt.floor(a.float32() / b).astype(a.dtype) if isinstance(a, jt.Var) else a // b
+    """Floor division with Python/torch semantics for negative operands (exact for integers)."""
+    if not isinstance(a, jt.Var):
+        return a // b
+    if a.dtype.is_float() or isinstance(b, float) or (isinstance(b, jt.Var) and b.dtype.is_float()):
+        return jt.floor(a / b)
+    q = a // b  # integer division truncates toward zero; step down where the remainder's sign differs from b's
+    r = a - q * b
+    wrong_sign = ((r < 0) != (b < 0)) if isinstance(b, jt.Var) else ((r > 0) if b < 0 else (r < 0))
+    return q - (wrong_sign & (r != 0)).astype(q.dtype)
 
 
 def bce_with_logits(logits, targets, weight=None):
     """Element-wise binary cross-entropy on logits (no reduction), numerically stable."""
-    loss = jt.maximum(logits, 0) - logits * targets + jt.log(1 + jt.exp(-jt.abs(logits)))
+    pos = logits >= 0  # one branch for both max(x, 0) and -|x|: gradient sigmoid(x) - t at x == 0 too
+    loss = (jt.where(pos, logits, jt.zeros_like(logits)) - logits * targets
+            + jt.log(1 + jt.exp(jt.where(pos, -logits, logits))))
     if weight is not None:
         loss = loss * weight
     return loss
@@ -215,7 +224,7 @@ def load_state_dict_checked(module, state_dict, strict=True):
         raise StateDictError(describe_state_dict_problems(problems))
     for k, var in own.items():
         if k in state_dict and not any(m[0] == k for m in mismatched):
-            value = _to_numpy(state_dict[k]).astype(var.dtype, copy=False).reshape(var.shape)
+            value = _to_numpy(state_dict[k]).astype(str(var.dtype), copy=False).reshape(var.shape)
             var.update(jt.array(value))
     return problems
 
@@ -248,19 +257,26 @@ def _as_var_like(value, like):
     return value if isinstance(value, jt.Var) else jt.array(np.asarray(value, dtype=like.dtype.__str__()))
 
 
+def _broadcast_pair(a, b):
+    """Both as Vars of the broadcast shape (``jt.where`` does not broadcast zero-size)."""
+    b = _as_var_like(b, a)
+    a = _as_var_like(a, b)
+    shape = np.broadcast_shapes(tuple(a.shape), tuple(b.shape))
+    return (a if tuple(a.shape) == shape else a.broadcast(shape),
+            b if tuple(b.shape) == shape else b.broadcast(shape))
+
+
 def maximum(a, b):
     """``torch.maximum``: where ``a == b`` the gradient is split 0.5/0.5 (``jt.maximum``
     sends all of it to the second argument). NaN propagates."""
-    b = _as_var_like(b, a)
-    a = _as_var_like(a, b)
+    a, b = _broadcast_pair(a, b)
     return jt.where(a > b, a, jt.where(a < b, b, a * 0.5 + b * 0.5))
 
 
 def minimum(a, b):
     """``torch.minimum``: where ``a == b`` the gradient is split 0.5/0.5 (``jt.minimum``
     sends all of it to the second argument). NaN propagates."""
-    b = _as_var_like(b, a)
-    a = _as_var_like(a, b)
+    a, b = _broadcast_pair(a, b)
     return jt.where(a < b, a, jt.where(a > b, b, a * 0.5 + b * 0.5))
 
 

@@ -159,7 +159,10 @@ def resized_output_size(width, height, size, max_size=None):
 
 
 class Resize(Transform):
-    """Bilinear resize to ``size`` ([h, w], or an int for the shorter side); boxes scale along."""
+    """Bilinear resize to ``size`` ([h, w], or an int for the shorter side); boxes scale
+    along and are clamped to the new image. (torchvision does not clamp: float32
+    rounding can put a box touching the right or bottom edge a hair outside the
+    image, and SanitizeBoundingBox then drops it.)"""
 
     touches_boxes = True
     needs_pil = True
@@ -175,5 +178,5 @@ class Resize(Transform):
         image = image.resize((out_w, out_h), Image.Resampling.BILINEAR)
         if has_boxes(target):
             scale = np.float32([out_w / width, out_h / height, out_w / width, out_h / height])
-            target = with_boxes(target, target["boxes"] * scale)
+            target = with_boxes(target, clip_xyxy(target["boxes"] * scale, out_w, out_h))
         return image, target

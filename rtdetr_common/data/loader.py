@@ -1,14 +1,19 @@
 """Single-process, seeded, resumable batch iteration over a detection dataset.
 
 Everything random is derived from the loader's ``seed``: epoch ``e`` is shuffled
-with a generator seeded by ``(seed, e)`` and the item at dataset index ``i`` is
-transformed with one seeded by ``(seed, e, i)``. The loader's whole state is
-therefore ``(epoch, position)``; restoring it resumes on exactly the batch an
-uninterrupted run would have produced next.
+with a generator seeded by ``(seed, ORDER_STREAM, e)``, the item at dataset index
+``i`` is transformed with one seeded by ``(seed, SAMPLE_STREAM, e, i)``, and batch
+``b`` offers one seeded by ``(seed, BATCH_STREAM, e, b)`` for batch-level choices
+of the training loop. The loader's whole state is therefore ``(epoch, position)``;
+restoring it resumes on exactly the batch an uninterrupted run would have
+produced next.
 """
 import numpy as np
 
 from .errors import SampleUnavailable
+
+# Distinct first keys keep the three kinds of generators from ever sharing a seed.
+ORDER_STREAM, SAMPLE_STREAM, BATCH_STREAM = 0, 1, 2
 
 
 def derive_rng(seed, *keys):
@@ -20,7 +25,7 @@ def epoch_order(num_samples, shuffle, seed, epoch):
     """Dataset indices in the order epoch ``epoch`` visits them."""
     if not shuffle:
         return np.arange(num_samples)
-    return derive_rng(seed, epoch).permutation(num_samples)
+    return derive_rng(seed, ORDER_STREAM, epoch).permutation(num_samples)
 
 
 def collate_detection(samples):
@@ -85,10 +90,18 @@ class DataLoader:
         samples = []
         for index in self.batch_indices(epoch, batch_index):
             try:
-                samples.append(self.dataset.load(int(index), rng=derive_rng(self.seed, epoch, index)))
+                rng = derive_rng(self.seed, SAMPLE_STREAM, epoch, index)
+                samples.append(self.dataset.load(int(index), rng=rng))
             except SampleUnavailable:
                 continue
         return self.collate_fn(samples) if samples else None
+
+    def batch_rng(self):
+        """A generator for batch-level randomness (e.g. a multi-scale size) of the
+        batch most recently yielded; the same on every run and after resuming."""
+        if self.position == 0:
+            raise RuntimeError("no batch has been yielded in the current epoch")
+        return derive_rng(self.seed, BATCH_STREAM, self.epoch, self.position - 1)
 
     def __iter__(self):
         if self.position >= len(self):

@@ -1,0 +1,175 @@
+"""The tolerance registry: which rule judges which tensor, and why.
+
+Rules live in ``parity/tolerances.yaml`` as an ordered list; each maps a glob
+pattern (``fnmatch``, case-sensitive, ``*`` also crosses dots) on a qualified tensor
+name to one of three kinds of threshold, always with a ``reason``:
+
+* ``{atol, rtol}``  element-wise, via :func:`parity.compare.compare_float`
+* ``{rel}``         norm-wise, via :func:`parity.compare.compare_norm` (gradients)
+* ``{exact: true}`` exact equality, via :func:`parity.compare.compare_exact`
+
+The first matching rule wins. Integer and boolean arrays are always compared
+exactly, whatever rule matches their name.
+
+Qualified names: module outputs are plain module paths (``decoder.dec_bbox_head.2``);
+other tensors carry a prefix: ``probe:``, ``loss:``, ``grad:``, and after optimizer
+step k ``step{k}:param:``, ``step{k}:ema:``, ``step{k}:exp_avg:`` and the like.
+"""
+import dataclasses
+import fnmatch
+import os
+from typing import Optional
+
+import numpy as np
+import yaml
+
+from parity.compare import compare_exact, compare_float, compare_norm
+
+DEFAULT_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tolerances.yaml")
+
+_ALLOWED_KEYS = {"pattern", "atol", "rtol", "rel", "exact", "reason"}
+
+
+class ToleranceConfigError(ValueError):
+    """A tolerance rule is malformed (missing reason, unknown key, mixed kinds...)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """One registry entry: a name pattern, its thresholds and the reason for them."""
+    pattern: str
+    reason: str
+    atol: Optional[float] = None
+    rtol: Optional[float] = None
+    rel: Optional[float] = None
+    exact: bool = False
+
+    @property
+    def kind(self):
+        """'exact', 'norm' or 'float': which comparison this rule asks for."""
+        if self.exact:
+            return "exact"
+        if self.rel is not None:
+            return "norm"
+        return "float"
+
+    def matches(self, name):
+        return fnmatch.fnmatchcase(name, self.pattern)
+
+    def tolerance_text(self):
+        """The thresholds in words, for reports."""
+        if self.kind == "exact":
+            return "exact"
+        if self.kind == "norm":
+            return f"rel {self.rel:g} (norm-wise)"
+        return f"atol {self.atol:g}, rtol {self.rtol:g}"
+
+    def to_dict(self):
+        entry = {"pattern": self.pattern}
+        if self.kind == "exact":
+            entry["exact"] = True
+        elif self.kind == "norm":
+            entry["rel"] = self.rel
+        else:
+            entry.update(atol=self.atol, rtol=self.rtol)
+        entry["reason"] = self.reason
+        return entry
+
+
+INTEGER_RULE = Rule(
+    pattern="<integer or bool dtype>", exact=True,
+    reason="integers and booleans (indices, labels, masks) carry no rounding noise; "
+           "any difference is a different decision")
+
+
+def _tolerance_value(entry, key, where):
+    value = entry[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise ToleranceConfigError(f"{where}: {key} must be a number >= 0, got {value!r}")
+    return float(value)
+
+
+def parse_rule(entry, where="rule"):
+    """Build a :class:`Rule` from one YAML mapping, rejecting anything ambiguous."""
+    if not isinstance(entry, dict):
+        raise ToleranceConfigError(f"{where}: expected a mapping, got {entry!r}")
+    unknown = set(entry) - _ALLOWED_KEYS
+    if unknown:
+        raise ToleranceConfigError(f"{where}: unknown key(s) {sorted(unknown)}")
+    pattern = entry.get("pattern")
+    if not isinstance(pattern, str) or not pattern:
+        raise ToleranceConfigError(f"{where}: 'pattern' must be a non-empty string")
+    where = f"{where} ({pattern!r})"
+    reason = entry.get("reason")
+    if not isinstance(reason, str) or not reason.strip():
+        raise ToleranceConfigError(f"{where}: every rule needs a non-empty 'reason'")
+
+    has_float = "atol" in entry or "rtol" in entry
+    has_norm = "rel" in entry
+    has_exact = "exact" in entry
+    if has_exact and entry["exact"] is not True:
+        raise ToleranceConfigError(f"{where}: 'exact' may only be true")
+    if has_float + has_norm + has_exact != 1:
+        raise ToleranceConfigError(
+            f"{where}: give exactly one of atol/rtol, rel, or exact: true")
+    if has_exact:
+        return Rule(pattern=pattern, reason=reason.strip(), exact=True)
+    if has_norm:
+        return Rule(pattern=pattern, reason=reason.strip(), rel=_tolerance_value(entry, "rel", where))
+    atol = _tolerance_value(entry, "atol", where) if "atol" in entry else 0.0
+    rtol = _tolerance_value(entry, "rtol", where) if "rtol" in entry else 0.0
+    return Rule(pattern=pattern, reason=reason.strip(), atol=atol, rtol=rtol)
+
+
+class Registry:
+    """An ordered list of rules; the first whose pattern matches a name judges it."""
+
+    def __init__(self, rules):
+        self.rules = tuple(rules)
+
+    @classmethod
+    def from_entries(cls, entries):
+        """From a list of YAML-style mappings (validated one by one)."""
+        if not isinstance(entries, list) or not entries:
+            raise ToleranceConfigError("'rules' must be a non-empty list")
+        return cls(parse_rule(entry, f"rule {i}") for i, entry in enumerate(entries))
+
+    @classmethod
+    def from_yaml(cls, path=DEFAULT_PATH):
+        with open(path) as handle:
+            document = yaml.safe_load(handle)
+        if not isinstance(document, dict) or "rules" not in document:
+            raise ToleranceConfigError(f"{path}: expected a top-level 'rules:' list")
+        return cls.from_entries(document["rules"])
+
+    def lookup(self, name):
+        """The first rule whose pattern matches ``name``; LookupError if none does."""
+        for rule in self.rules:
+            if rule.matches(name):
+                return rule
+        raise LookupError(f"no tolerance rule matches {name!r} (add a catch-all '*' rule)")
+
+    def judge(self, name, ref, test):
+        """Compare ``ref`` with ``test`` under the rule for ``name``.
+
+        Integer/bool reference arrays always get an exact comparison (under
+        :data:`INTEGER_RULE` unless the matched rule is itself exact).
+        """
+        ref, test = np.asarray(ref), np.asarray(test)
+        rule = self.lookup(name)
+        if rule.kind != "exact" and ref.dtype.kind in "iub":
+            rule = INTEGER_RULE
+        if rule.kind == "exact":
+            result = compare_exact(name, ref, test)
+        elif rule.kind == "norm":
+            result = compare_norm(name, ref, test, rule.rel)
+        else:
+            result = compare_float(name, ref, test, rule.atol, rule.rtol)
+        result.rule = rule.pattern
+        result.reason = rule.reason
+        return result
+
+
+def load_registry(path=None):
+    """The registry from ``path`` (default: ``parity/tolerances.yaml``)."""
+    return Registry.from_yaml(path or DEFAULT_PATH)

@@ -1,0 +1,430 @@
+"""Unit tests of every shim in ``rtdetr_jittor.compat`` against PyTorch.
+
+Each shim answers one measured Jittor-vs-torch difference; each test feeds the same
+inputs to the shim and to the torch operation it stands for and compares values,
+dtypes and gradients (gradients through ``loss = sum(out * w)`` with a random ``w``,
+so every output element carries a distinct upstream gradient).
+"""
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rtdetr_jittor._env import jt
+from jittor import nn as jnn
+from rtdetr_jittor import compat
+
+
+def _jt(a):
+    return jt.array(np.asarray(a))
+
+
+def _t(a, grad=False):
+    return torch.tensor(np.asarray(a), requires_grad=grad)
+
+
+def _torch_grads(fn, inputs, w):
+    ts = [_t(a, grad=True) for a in inputs]
+    out = fn(*ts)
+    (out * _t(w)).sum().backward()
+    return out.detach().numpy(), [t.grad.numpy() for t in ts]
+
+
+def _jt_grads(fn, inputs, w):
+    vs = [_jt(a) for a in inputs]
+    out = fn(*vs)
+    grads = jt.grad((out * _jt(w)).sum(), vs)
+    return out.numpy(), [g.numpy() for g in grads]
+
+
+# ---------------------------------------------------------------- clamp
+
+@pytest.mark.parametrize("lo,hi", [(-1.0, 1.0), (-1.0, None), (None, 1.0), (0.5, 0.5)])
+def test_clamp_value_and_gradient_match_torch_including_at_the_bounds(lo, hi):
+    x = np.array([-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0], np.float32)
+    w = np.linspace(0.5, 2.0, x.size).astype(np.float32)
+    t_out, (t_grad,) = _torch_grads(lambda a: torch.clamp(a, min=lo, max=hi), [x], w)
+    j_out, (j_grad,) = _jt_grads(lambda a: compat.clamp(a, min=lo, max=hi), [x], w)
+    np.testing.assert_array_equal(j_out, t_out)
+    np.testing.assert_array_equal(j_grad, t_grad)
+
+
+def test_clamp_gradient_is_one_at_the_bounds():
+    x = _jt(np.array([0.0, 1.0], np.float32))
+    np.testing.assert_array_equal(jt.grad(compat.clamp(x, min=0.0, max=1.0).sum(), x).numpy(), [1.0, 1.0])
+
+
+def test_clamp_propagates_nan_like_torch():
+    x = np.array([np.nan, 2.0, -2.0], np.float32)
+    expected = torch.clamp(_t(x), min=-1.0, max=1.0).numpy()
+    np.testing.assert_array_equal(compat.clamp(_jt(x), min=-1.0, max=1.0).numpy(), expected)
+
+
+# ---------------------------------------------------------------- topk / argmax / max
+
+@pytest.mark.parametrize("largest", [True, False])
+@pytest.mark.parametrize("dim", [-1, 0])
+def test_topk_values_indices_and_int64_dtype_match_torch(largest, dim):
+    rng = np.random.default_rng(1)
+    x = rng.permutation(60).reshape(6, 10).astype(np.float32)  # no ties: index order is defined
+    tv, ti = torch.topk(_t(x), 4, dim=dim, largest=largest)
+    jv, ji = compat.topk(_jt(x), 4, dim=dim, largest=largest)
+    assert ji.dtype == jt.int64
+    np.testing.assert_array_equal(jv.numpy(), tv.numpy())
+    np.testing.assert_array_equal(ji.numpy(), ti.numpy())
+
+
+@pytest.mark.parametrize("keepdim", [False, True])
+@pytest.mark.parametrize("dim", [0, 1, -1])
+def test_argmax_and_max_values_match_torch(dim, keepdim):
+    rng = np.random.default_rng(2)
+    x = rng.permutation(120).reshape(4, 5, 6).astype(np.float32)
+    idx = compat.argmax(_jt(x), dim, keepdim=keepdim)
+    assert idx.dtype == jt.int64
+    np.testing.assert_array_equal(idx.numpy(), torch.argmax(_t(x), dim, keepdim=keepdim).numpy())
+    np.testing.assert_array_equal(compat.max_values(_jt(x), dim, keepdim=keepdim).numpy(),
+                                  torch.max(_t(x), dim, keepdim=keepdim).values.numpy())
+
+
+# ---------------------------------------------------------------- floor_divide
+
+def test_floor_divide_rounds_toward_minus_infinity_on_negatives():
+    a = np.array([-7, 7, -6, 6, -1, 1, 0], np.int64)
+    for b in (3, -3):
+        got = compat.floor_divide(_jt(a).int64(), b).numpy()
+        np.testing.assert_array_equal(got, torch.floor_divide(_t(a), b).numpy())
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.lists(st.integers(-2**40, 2**40), min_size=1, max_size=16),
+       st.integers(1, 2**20), st.booleans())
+def test_floor_divide_is_exact_for_int64_of_any_size(values, divisor, negative):
+    b = -divisor if negative else divisor
+    a = np.array(values, np.int64)
+    got = compat.floor_divide(_jt(a).int64(), b)
+    np.testing.assert_array_equal(got.numpy(), torch.floor_divide(_t(a), b).numpy())
+
+
+def test_floor_divide_by_a_var_and_on_floats():
+    a = np.array([-7, 7, -6, 5], np.int64)
+    b = np.array([2, -2, -4, 3], np.int64)
+    np.testing.assert_array_equal(compat.floor_divide(_jt(a).int64(), _jt(b).int64()).numpy(),
+                                  torch.floor_divide(_t(a), _t(b)).numpy())
+    af = np.array([-7.5, 7.5, -6.0, 0.25], np.float32)
+    np.testing.assert_array_equal(compat.floor_divide(_jt(af), 2.0).numpy(),
+                                  torch.floor_divide(_t(af), 2.0).numpy())
+
+
+# ---------------------------------------------------------------- bce_with_logits
+
+def test_bce_with_logits_matches_torch_on_large_logits_soft_targets_and_weights():
+    logits = np.array([-100.0, -30.0, -17.0, -3.0, -1e-3, 0.0, 1e-3, 3.0, 17.0, 30.0, 100.0], np.float32)
+    logits = np.stack([logits] * 3)
+    targets = np.stack([np.zeros(11), np.full(11, 0.37), np.ones(11)]).astype(np.float32)
+    weight = np.linspace(0.1, 3.0, logits.size).reshape(logits.shape).astype(np.float32)
+    w = np.linspace(-1.0, 2.0, logits.size).reshape(logits.shape).astype(np.float32)
+
+    def t_fn(x, y):
+        return F.binary_cross_entropy_with_logits(x, y, weight=_t(weight), reduction="none")
+
+    def j_fn(x, y):
+        return compat.bce_with_logits(x, y, weight=_jt(weight))
+
+    t_out, (t_gx, t_gy) = _torch_grads(t_fn, [logits, targets], w)
+    j_out, (j_gx, j_gy) = _jt_grads(j_fn, [logits, targets], w)
+    assert np.isfinite(j_out).all() and np.isfinite(j_gx).all()
+    # log(1 + e) rounds 1 + e in float32 (torch uses log1p): absolute error <= ulp(1)/2 * weight (3).
+    np.testing.assert_allclose(j_out, t_out, rtol=1e-6, atol=2e-7)
+    # sigmoid-type gradients: float32 rounding only, measured max abs 1e-7.
+    np.testing.assert_allclose(j_gx, t_gx, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(j_gy, t_gy, rtol=1e-6, atol=1e-7)
+
+
+def test_bce_with_logits_gradient_at_zero_logit_is_sigmoid_minus_target():
+    x = _jt(np.zeros(3, np.float32))
+    y = _jt(np.array([0.0, 0.5, 1.0], np.float32))
+    np.testing.assert_allclose(jt.grad(compat.bce_with_logits(x, y).sum(), x).numpy(), [0.5, 0.0, -0.5])
+
+
+# ---------------------------------------------------------------- BatchNorm2d
+
+def _random_bn_state(c, rng):
+    return {
+        "weight": rng.uniform(0.5, 1.5, c).astype(np.float32),
+        "bias": rng.normal(0, 0.5, c).astype(np.float32),
+        "running_mean": rng.normal(0, 1, c).astype(np.float32),
+        "running_var": rng.uniform(0.5, 2.0, c).astype(np.float32),
+        "num_batches_tracked": np.array(7, np.int64),
+    }
+
+
+@settings(max_examples=6, deadline=None)
+@given(st.sampled_from([1.0, 50.0, 1e3]), st.sampled_from([-1.0, 1.0]), st.integers(1, 3), st.integers(0, 2**16))
+def test_batchnorm2d_train_step_matches_torch_including_large_mean_inputs(scale_mean, sign, batch, seed):
+    rng = np.random.default_rng(seed)
+    c = 5
+    state = _random_bn_state(c, rng)
+    tbn = torch.nn.BatchNorm2d(c)
+    tbn.load_state_dict({k: torch.tensor(v) for k, v in state.items()})
+    jbn = compat.BatchNorm2d(c)
+    compat.load_state_dict_checked(jbn, state)
+    tbn.train()
+    jbn.train()
+
+    # the channel means are large against the spread: the case E[x^2]-E[x]^2 gets wrong
+    x = (sign * scale_mean * rng.uniform(0.5, 1.0, (1, c, 1, 1))
+         + rng.normal(0, 1, (batch, c, 6, 7))).astype(np.float32)
+    w = rng.normal(0, 1, x.shape).astype(np.float32)
+
+    tx = _t(x, grad=True)
+    t_out = tbn(tx)
+    (t_out * _t(w)).sum().backward()
+
+    jx = _jt(x)
+    j_out = jbn(jx)
+    j_gx, j_gw, j_gb = jt.grad((j_out * _jt(w)).sum(), [jx, jbn.weight, jbn.bias])
+
+    # inputs ~1e3 carry an absolute rounding of ulp(1e3)=6e-5 that both see; the
+    # normalised outputs (~3) then agree to float32 rounding: measured max 1.5e-6.
+    np.testing.assert_allclose(j_out.numpy(), t_out.detach().numpy(), rtol=1e-5, atol=1e-5)
+    # gradient sums over <= 126 elements per channel: measured max 4e-6 on values ~10.
+    np.testing.assert_allclose(j_gx.numpy(), tx.grad.numpy(), rtol=1e-4, atol=2e-5)
+    np.testing.assert_allclose(j_gw.numpy(), tbn.weight.grad.numpy(), rtol=1e-4, atol=2e-5)
+    np.testing.assert_allclose(j_gb.numpy(), tbn.bias.grad.numpy(), rtol=1e-5, atol=1e-5)
+    # running statistics: means ~1e3 are stored to float32 (ulp 6e-5); the unbiased
+    # variance factor n/(n-1) is what Jittor's own BatchNorm leaves out.
+    np.testing.assert_allclose(jbn.running_mean.numpy(), tbn.running_mean.numpy(), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(jbn.running_var.numpy(), tbn.running_var.numpy(), rtol=1e-5, atol=1e-6)
+    assert int(jbn.num_batches_tracked.numpy().reshape(())) == int(tbn.num_batches_tracked) == 8
+
+    tbn.eval()
+    jbn.eval()
+    x2 = rng.normal(0, 2, (2, c, 3, 4)).astype(np.float32)
+    # eval: per-element affine map, float32 rounding only: measured max 5e-7 on values ~5.
+    np.testing.assert_allclose(jbn(_jt(x2)).numpy(), tbn(_t(x2)).detach().numpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_batchnorm2d_buffers_are_not_trained_and_state_dict_keys_match_torch():
+    jbn = compat.BatchNorm2d(4)
+    assert list(jbn.state_dict()) == list(torch.nn.BatchNorm2d(4).state_dict())
+    trainable = [n for n, _ in compat.trainable_named_parameters(jbn)]
+    assert trainable == ["weight", "bias"]
+    jbn.eval()
+    jbn.train()
+    jbn(_jt(np.random.default_rng(0).normal(0, 1, (2, 4, 3, 3)).astype(np.float32)))
+    assert [n for n, _ in compat.trainable_named_parameters(jbn)] == ["weight", "bias"]
+    assert jbn.running_mean.is_stop_grad() and jbn.running_var.is_stop_grad()
+
+
+# ---------------------------------------------------------------- LayerNorm
+
+@settings(max_examples=6, deadline=None)
+@given(st.sampled_from([0.0, 100.0, 1e4]), st.integers(0, 2**16))
+def test_layernorm_matches_torch_with_large_mean_inputs(mean, seed):
+    rng = np.random.default_rng(seed)
+    d = 16
+    weight = rng.uniform(0.5, 1.5, d).astype(np.float32)
+    bias = rng.normal(0, 0.5, d).astype(np.float32)
+    x = (mean + rng.normal(0, 1, (3, 4, d))).astype(np.float32)
+    w = rng.normal(0, 1, x.shape).astype(np.float32)
+
+    tln = torch.nn.LayerNorm(d)
+    tln.load_state_dict({"weight": torch.tensor(weight), "bias": torch.tensor(bias)})
+    jln = compat.LayerNorm(d)
+    compat.load_state_dict_checked(jln, {"weight": weight, "bias": bias})
+
+    tx = _t(x, grad=True)
+    t_out = tln(tx)
+    (t_out * _t(w)).sum().backward()
+    jx = _jt(x)
+    j_out = jln(jx)
+    j_gx, j_gw = jt.grad((j_out * _jt(w)).sum(), [jx, jln.weight])
+
+    # inputs ~1e4 are quantised to ulp 1e-3 for both; outputs ~3 agree to float32
+    # rounding of 16-term means: measured max 1e-6.
+    np.testing.assert_allclose(j_out.numpy(), t_out.detach().numpy(), rtol=1e-5, atol=1e-5)
+    # measured max 3e-6 on gradients ~5.
+    np.testing.assert_allclose(j_gx.numpy(), tx.grad.numpy(), rtol=1e-4, atol=2e-5)
+    np.testing.assert_allclose(j_gw.numpy(), tln.weight.grad.numpy(), rtol=1e-4, atol=2e-5)
+
+
+# ---------------------------------------------------------------- MultiheadAttention
+
+def _mha_pair(e, h, rng):
+    tm = torch.nn.MultiheadAttention(e, h, batch_first=True)
+    with torch.no_grad():
+        for p in tm.parameters():
+            p.copy_(torch.tensor(rng.normal(0, 0.3, tuple(p.shape)).astype(np.float32)))
+    jm = compat.MultiheadAttention(e, h, batch_first=True)
+    compat.load_state_dict_checked(jm, {k: v.numpy() for k, v in tm.state_dict().items()})
+    return tm, jm
+
+
+@pytest.mark.parametrize("mask_kind", ["none", "bool2d", "float2d", "bool3d", "float3d"])
+@pytest.mark.parametrize("use_padding", [False, True])
+def test_multihead_attention_matches_torch_with_masks(mask_kind, use_padding):
+    rng = np.random.default_rng(3)
+    b, l, s, e, h = 2, 5, 7, 16, 4
+    tm, jm = _mha_pair(e, h, rng)
+    q = rng.normal(0, 1, (b, l, e)).astype(np.float32)
+    k = rng.normal(0, 1, (b, s, e)).astype(np.float32)
+    v = rng.normal(0, 1, (b, s, e)).astype(np.float32)
+    w = rng.normal(0, 1, (b, l, e)).astype(np.float32)
+
+    mask = None
+    if mask_kind != "none":
+        shape = (l, s) if mask_kind.endswith("2d") else (b * h, l, s)
+        blocked = rng.random(shape) < 0.4
+        blocked[..., 0] = False  # every query keeps one key (a fully masked row is NaN in both)
+        mask = blocked if mask_kind.startswith("bool") else np.where(
+            blocked, -1e4, rng.normal(0, 1, shape)).astype(np.float32)
+    pad = None
+    if use_padding:
+        pad = np.zeros((b, s), bool)
+        pad[1, -3:] = True
+
+    tq, tk, tv = (_t(a, grad=True) for a in (q, k, v))
+    t_out, _ = tm(tq, tk, tv, attn_mask=None if mask is None else _t(mask),
+                  key_padding_mask=None if pad is None else _t(pad), need_weights=False)
+    (t_out * _t(w)).sum().backward()
+
+    jq, jk, jv = _jt(q), _jt(k), _jt(v)
+    j_out, _ = jm(jq, jk, jv, attn_mask=None if mask is None else _jt(mask),
+                  key_padding_mask=None if pad is None else _jt(pad))
+    grads = jt.grad((j_out * _jt(w)).sum(), [jq, jk, jv, jm.in_proj_weight, jm.out_proj.weight])
+
+    # float32 matmuls with K=16 and a 7-way softmax: measured max 1e-6 on values ~3.
+    np.testing.assert_allclose(j_out.numpy(), t_out.detach().numpy(), rtol=1e-5, atol=1e-5)
+    torch_grads = [tq.grad, tk.grad, tv.grad, tm.in_proj_weight.grad, tm.out_proj.weight.grad]
+    for jg, tg in zip(grads, torch_grads):
+        # gradient sums over <= 2*7 rows: measured max 4e-6 on values ~10.
+        np.testing.assert_allclose(jg.numpy(), tg.numpy(), rtol=1e-4, atol=2e-5)
+
+
+def test_multihead_attention_state_dict_keys_and_shapes_match_torch():
+    tm = torch.nn.MultiheadAttention(8, 2, batch_first=True)
+    jm = compat.MultiheadAttention(8, 2, batch_first=True)
+    assert {k: tuple(v.shape) for k, v in jm.state_dict().items()} == \
+        {k: tuple(v.shape) for k, v in tm.state_dict().items()}
+
+
+# ---------------------------------------------------------------- detach
+
+def test_detach_is_out_of_place_and_keeps_the_original_differentiable():
+    x = _jt(np.array([1.0, -2.0, 3.0], np.float32))
+    d = compat.detach(x)
+    assert d is not x
+    assert not x.is_stop_grad() and d.is_stop_grad()
+    # d/dx [x^2 + stopgrad(x) * x] = 2x + x
+    g = jt.grad((x * x + d * x).sum(), x)
+    np.testing.assert_allclose(g.numpy(), 3 * x.numpy())
+
+
+# ---------------------------------------------------------------- make_buffer / freeze
+
+class _Toy(jnn.Module):
+    def __init__(self):
+        self.lin = jnn.Linear(3, 2)
+        self.head = jnn.Linear(2, 1)
+        self.scale = compat.make_buffer(np.array([2.0, 3.0], np.float32))
+
+    def execute(self, x):
+        return self.head(self.lin(x) * self.scale)
+
+
+def _sgd_step(module, x):
+    opt = jt.optim.SGD(module.parameters(), lr=0.5)
+    opt.step((module(x) ** 2).sum())
+
+
+def test_make_buffer_is_in_the_state_dict_but_never_trained():
+    m = _Toy()
+    assert "scale" in m.state_dict()
+    x = _jt(np.ones((4, 3), np.float32))
+    before = {k: v.numpy().copy() for k, v in m.state_dict().items()}
+    for mode in ("train", "eval", "train"):
+        getattr(m, mode)()
+        _sgd_step(m, x)
+    after = {k: v.numpy() for k, v in m.state_dict().items()}
+    np.testing.assert_array_equal(after["scale"], before["scale"])
+    assert not np.array_equal(after["lin.weight"], before["lin.weight"])
+    assert m.scale.is_stop_grad()
+    np.testing.assert_array_equal(jt.grad(m(x).sum(), m.scale).numpy(), [0.0, 0.0])
+
+
+def test_make_buffer_from_a_live_var_leaves_that_var_trainable():
+    p = jt.ones(3)
+    buf = compat.make_buffer(p)
+    assert buf.is_stop_grad() and not p.is_stop_grad()
+
+
+def test_freeze_before_eval_survives_eval_train_cycles():
+    m = _Toy()
+    compat.freeze(m.lin)
+    x = _jt(np.ones((4, 3), np.float32))
+    for mode in ("eval", "train", "eval", "train"):
+        getattr(m, mode)()
+    grads = jt.grad(m(x).sum(), [m.lin.weight, m.lin.bias, m.head.weight, m.head.bias])
+    assert all(not g.numpy().any() for g in grads[:2])
+    assert all(g.numpy().any() for g in grads[2:])
+    assert [n for n, _ in compat.trainable_named_parameters(m)] == ["head.weight", "head.bias"]
+
+
+# ---------------------------------------------------------------- load_state_dict_checked
+
+def _toy_state(m, **changes):
+    state = {k: v.numpy() + 1.0 for k, v in m.state_dict().items()}
+    state.update(changes)
+    return state
+
+
+def test_load_state_dict_checked_loads_values_and_keeps_buffers_frozen():
+    m = _Toy()
+    state = _toy_state(m)
+    problems = compat.load_state_dict_checked(m, state)
+    assert problems == {"missing": [], "unexpected": [], "mismatched": []}
+    for k, v in m.state_dict().items():
+        np.testing.assert_array_equal(v.numpy(), state[k])
+    assert m.scale.is_stop_grad() and not m.lin.weight.is_stop_grad()
+
+
+@pytest.mark.parametrize("problem", ["missing", "unexpected", "mismatched"])
+def test_load_state_dict_checked_raises_and_loads_nothing(problem):
+    m = _Toy()
+    original = {k: v.numpy().copy() for k, v in m.state_dict().items()}
+    state = _toy_state(m)
+    if problem == "missing":
+        del state["head.bias"]
+    elif problem == "unexpected":
+        state["head.extra"] = np.zeros(1, np.float32)
+    else:
+        state["lin.weight"] = np.zeros((3, 2), np.float32)
+    with pytest.raises(compat.StateDictError, match=problem if problem != "mismatched" else "mis-shaped"):
+        compat.load_state_dict_checked(m, state)
+    for k, v in m.state_dict().items():
+        np.testing.assert_array_equal(v.numpy(), original[k])
+
+
+def test_load_state_dict_checked_non_strict_reports_and_loads_the_rest():
+    m = _Toy()
+    state = _toy_state(m, **{"lin.weight": np.zeros((3, 2), np.float32), "extra": np.zeros(1)})
+    del state["head.bias"]
+    problems = compat.load_state_dict_checked(m, state, strict=False)
+    assert problems["missing"] == ["head.bias"]
+    assert problems["unexpected"] == ["extra"]
+    assert [p[0] for p in problems["mismatched"]] == ["lin.weight"]
+    np.testing.assert_array_equal(m.head.weight.numpy(), state["head.weight"])
+
+
+def test_load_state_dict_checked_accepts_torch_scalar_num_batches_tracked():
+    bn = compat.BatchNorm2d(3)
+    state = {k: v.numpy() for k, v in torch.nn.BatchNorm2d(3).state_dict().items()}
+    state["num_batches_tracked"] = np.array(41, np.int64)
+    compat.load_state_dict_checked(bn, state)
+    assert bn.num_batches_tracked.dtype == jt.int64
+    assert int(bn.num_batches_tracked.numpy().reshape(())) == 41
+    assert math.isclose(float(bn.running_var.numpy()[0]), 1.0)
