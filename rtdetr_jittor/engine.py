@@ -2,7 +2,9 @@
 
 The framework-neutral loops in ``rtdetr_common.loops`` (train, eval, infer) drive an
 ``Engine`` and never touch a tensor: batches go in as NumPy, numbers and NumPy
-arrays come out. ``reference_pytorch.engine.Engine`` is its twin.
+arrays come out. Training randomness (denoising noise, multi-scale size) comes
+from one NumPy generator saved in checkpoints, so both frameworks draw the same
+noise and a resumed run, in either framework, continues the same stream. ``reference_pytorch.engine.Engine`` is its twin.
 """
 import random
 
@@ -10,6 +12,7 @@ import numpy as np
 
 from rtdetr_jittor._env import jt
 from rtdetr_common.lr_schedule import build_lr_schedule
+from rtdetr_common.noise import NumpyDenoisingNoise, NumpySizeSampler
 
 from . import build
 from .checkpoint import (load_model_state, load_training_checkpoint, model_state_numpy,
@@ -28,11 +31,12 @@ class Engine:
         self.optimizer = self.ema = self.lr_schedule = None
         self.clip_max_norm = float(self.cfg.get("clip_max_norm", 0.0) or 0.0)
 
-    @staticmethod
-    def seed_everything(seed):
+    def seed_everything(self, seed):
+        """Seed the global RNGs, and the training noise stream shared by both frameworks."""
         np.random.seed(seed)
         random.seed(seed)
         jt.set_global_seed(seed)
+        self.training_rng = np.random.default_rng(seed)
 
     def setup_training(self):
         self.model.train()
@@ -41,6 +45,10 @@ class Engine:
             ema_cfg = {k: v for k, v in (self.cfg.get("ema") or {}).items() if k != "type"}
             self.ema = ModelEMA(self.model, **ema_cfg)
         self.lr_schedule = build_lr_schedule(self.cfg, self.optimizer)
+        rng = getattr(self, "training_rng", None) or np.random.default_rng(0)
+        self.training_rng = rng
+        self.model.decoder.denoising_noise = NumpyDenoisingNoise(rng)
+        self.model.size_sampler = NumpySizeSampler(rng)
 
     @staticmethod
     def to_targets(targets):
@@ -94,7 +102,11 @@ class Engine:
             load_model_state(self.ema.module, state, strict=strict)
 
     def save_checkpoint(self, path, epoch, step, extra=None):
+        extra = {**(extra or {}), "training_rng": self.training_rng.bit_generator.state}
         save_training_checkpoint(path, self.model, self.optimizer, self.ema, self.lr_schedule, epoch, step, extra)
 
     def resume(self, path):
-        return load_training_checkpoint(path, self.model, self.optimizer, self.ema, self.lr_schedule)
+        ckpt = load_training_checkpoint(path, self.model, self.optimizer, self.ema, self.lr_schedule)
+        if "training_rng" in ckpt["extra"]:
+            self.training_rng.bit_generator.state = ckpt["extra"]["training_rng"]
+        return ckpt
