@@ -2,8 +2,8 @@
 
 Module paths are identical in both twins by construction, so the records of the
 two frameworks line up by name. Records come in execution order (a module's output
-is recorded when its forward returns, so children precede parents). A module called
-more than once gets ``#1``, ``#2``... suffixes. Outputs that are tuples, lists or
+is recorded when its forward returns, so children precede parents). A module or probe
+called more than once gets ``#1``, ``#2``... suffixes. Outputs that are tuples, lists or
 dicts are flattened to ``name.0``, ``name.key``. Module inputs are kept too, so the
 first diverging module can be rerun alone.
 """
@@ -69,9 +69,7 @@ def jittor_to_numpy(value):
     return None
 
 
-def _named_modules(model, framework):
-    if framework == "torch":
-        return [(n, m) for n, m in model.named_modules() if n]
+def _named_modules(model):
     return [(n, m) for n, m in model.named_modules() if n]
 
 
@@ -93,15 +91,19 @@ def capture(model, run, framework, keep_inputs=True, prefix=""):
         return hook
 
     handles = []
-    for path, module in _named_modules(model, framework):
+    for path, module in _named_modules(model):
         if framework == "torch":
             handles.append(module.register_forward_hook(make_hook(path)))
         else:
             module.register_forward_hook(make_hook(path))
             handles.append(module)
 
+    probe_calls = {}
+
     def on_probe(name, value):
-        for sub, array in flatten(f"probe:{name}", value, to_numpy):
+        n = probe_calls.get(name, 0)
+        probe_calls[name] = n + 1
+        for sub, array in flatten(f"probe:{name}" + (f"#{n}" if n else ""), value, to_numpy):
             cap.records.append(Record(sub, array, name.split(".")[0], "probe"))
 
     try:

@@ -29,8 +29,13 @@ def is_recording():
 
 
 def override(name, value):
-    """The forced value for ``name`` if the harness set one, else ``value``."""
-    return _forced.get(name, value)
+    """The forced value for ``name`` if the harness set one, else ``value``.
+    A callable forced value is called with ``value`` (for decisions taken repeatedly,
+    such as the matcher's, once per output head)."""
+    if name not in _forced:
+        return value
+    forced = _forced[name]
+    return forced(value) if callable(forced) else forced
 
 
 @contextlib.contextmanager

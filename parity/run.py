@@ -1,0 +1,262 @@
+"""Whole-model comparisons: eval forward, training forward + backward, optimizer steps.
+
+Each ``compare_*`` function builds both twins from one config, gives them identical
+weights (realistic random values by default, see ``parity.weights``), feeds identical
+inputs, records every module output and probe in both frameworks, and judges every
+tensor with the tolerance registry. Randomness (denoising noise) comes from one NumPy
+generator injected into both models. Discrete decisions (top-k query selection,
+matcher assignment) can be taken from the reference and forced on the Jittor side,
+so that one tie flipped does not hide everything downstream; the forced decision
+itself is still judged (tie-aware).
+"""
+import os
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from rtdetr_common import probes
+from rtdetr_common.noise import NumpyDenoisingNoise
+
+from . import capture as cap
+from .compare import compare_assignment, compare_topk_selection, Result
+from .tolerances import load_registry
+from .weights import load_into_jittor, load_into_torch, realistic_random_state, torch_shapes
+
+
+@dataclass
+class Pair:
+    """Both twins built from one config, holding the same weights."""
+    config: str
+    ref: object
+    jt: object
+    weights: dict = field(repr=False)
+
+
+def build_pair(config, overrides=None, weight_seed=0, random_weights=True):
+    import reference_pytorch
+    import rtdetr_jittor
+    ref = reference_pytorch.build(config, overrides)
+    jtb = rtdetr_jittor.build(config, overrides)
+    if random_weights:
+        state = realistic_random_state(torch_shapes(ref.model), weight_seed)
+        load_into_torch(ref.model, state)
+    else:
+        state = {k: v.detach().numpy().copy() for k, v in ref.model.state_dict().items()}
+    load_into_jittor(jtb.model, state)
+    return Pair(config, ref, jtb, state)
+
+
+def make_batch(seed, batch, size, num_classes, gt_counts=None):
+    """Images in [0, 1] and targets (labels int64, boxes cxcywh in (0, 1)) from one seed."""
+    rng = np.random.default_rng(seed)
+    images = rng.random((batch, 3, size, size), dtype=np.float32)
+    if gt_counts is None:
+        gt_counts = [int(c) for c in rng.integers(1, 6, batch)]
+    targets = []
+    for n in gt_counts:
+        wh = rng.uniform(0.05, 0.5, (n, 2))
+        cxcy = rng.uniform(wh / 2, 1 - wh / 2)
+        targets.append({"labels": rng.integers(0, num_classes, n).astype(np.int64),
+                        "boxes": np.concatenate([cxcy, wh], 1).astype(np.float32)})
+    return images, targets
+
+
+def torch_targets(targets):
+    import torch
+    return [{k: torch.from_numpy(v.copy()) for k, v in t.items()} for t in targets]
+
+
+def jittor_targets(targets):
+    from rtdetr_jittor._env import jt
+    return [{k: jt.array(v.copy()) for k, v in t.items()} for t in targets]
+
+
+MATCHER_RECORD = re.compile(r"^probe:matcher\.indices(#\d+)?\.(\d+)\.([01])$")
+
+
+def _forced_decisions(ref_capture, force_topk, force_matcher):
+    by = ref_capture.by_name()
+    forced = {}
+    if force_topk and "probe:decoder.topk_ind" in by:
+        forced["decoder.topk_ind"] = by["probe:decoder.topk_ind"].value
+    if force_matcher:
+        calls = {}
+        for r in ref_capture.records:
+            m = MATCHER_RECORD.match(r.name)
+            if m:
+                per_image = calls.setdefault(m.group(1) or "", {})
+                per_image.setdefault(int(m.group(2)), [None, None])[int(m.group(3))] = r.value
+        ordered = [calls[k] for k in sorted(calls, key=lambda c: int(c[1:]) if c else 0)]
+        forced["matcher.indices"] = ForcedSequence(
+            [[tuple(per_image[i]) for i in sorted(per_image)] for per_image in ordered])
+    return forced
+
+
+class ForcedSequence:
+    """A forced decision that differs per call (the matcher runs once per output head)."""
+
+    def __init__(self, values):
+        self.values = list(values)
+        self.calls = 0
+
+    def __call__(self, default):
+        if self.calls >= len(self.values):
+            raise RuntimeError("the twin made more matcher calls than the reference")
+        value = self.values[self.calls]
+        self.calls += 1
+        return value
+
+
+def judge_captures(ref_cap, jt_cap, registry):
+    """Judge every tensor of the reference capture against the twin's, in execution order."""
+    jt_by = jt_cap.by_name()
+    ref_by = ref_cap.by_name()
+    results, done = [], set()
+    for rec in ref_cap.records:
+        if rec.name in done:
+            continue
+        done.add(rec.name)
+        other = jt_by.get(rec.name)
+        if other is None:
+            results.append(Result(rec.name, "missing", {"tol_ratio": float("inf")}, False,
+                                  note="recorded by the reference, not by the Jittor twin"))
+            continue
+        if rec.name.startswith("probe:decoder.topk_ind"):
+            scores = ref_by.get(rec.name.replace("topk_ind", "enc_outputs_class"))
+            score_values = scores.value.max(-1) if scores is not None else None
+            res = compare_topk_selection(rec.value, other.value, score_values, atol=1e-6, name=rec.name)
+        elif rec.kind == "no-gradient" or other.kind == "no-gradient":
+            both = rec.kind == other.kind
+            res = Result(rec.name, "gradient-presence", {"tol_ratio": 0.0 if both else float("inf")}, both,
+                         rule="gradient presence",
+                         note="" if both else ("no gradient in the reference only" if rec.kind == "no-gradient"
+                                               else "no gradient in the Jittor twin only"))
+        elif MATCHER_RECORD.match(rec.name) and rec.name.endswith(".0"):
+            call, image = MATCHER_RECORD.match(rec.name).group(1) or "", MATCHER_RECORD.match(rec.name).group(2)
+            cols_name = rec.name[:-1] + "1"
+            cost = ref_by.get(f"probe:matcher.cost{call}.{image}")
+            res = compare_assignment(rec.value, ref_by[cols_name].value, other.value, jt_by[cols_name].value,
+                                     cost.value if cost is not None else None, atol=1e-5, name=rec.name[:-2])
+            done.add(cols_name)
+        else:
+            res = registry.judge(rec.name, rec.value, other.value)
+        results.append(res)
+    for name in jt_by:
+        if name not in ref_by:
+            results.append(Result(name, "missing", {"tol_ratio": float("inf")}, False,
+                                  note="recorded by the Jittor twin, not by the reference"))
+    return results
+
+
+def run_eval_forward(pair, images, force_topk=True):
+    """Eval-mode forward and post-processing in both frameworks; returns both captures."""
+    import torch
+    from rtdetr_jittor._env import jt
+    ref_model, jt_model = pair.ref.model.eval(), pair.jt.model
+    jt_model.eval()
+    sizes = np.array([[images.shape[3], images.shape[2]]] * images.shape[0], np.float32)
+
+    def run_ref():
+        with torch.no_grad():
+            out = ref_model(torch.from_numpy(images.copy()))
+            probes.record("output", {"pred_logits": out["pred_logits"], "pred_boxes": out["pred_boxes"]})
+            pair.ref.postprocessor(out, torch.from_numpy(sizes))
+
+    def run_jt():
+        with jt.no_grad():
+            out = jt_model(jt.array(images.copy()))
+            probes.record("output", {"pred_logits": out["pred_logits"], "pred_boxes": out["pred_boxes"]})
+            pair.jt.postprocessor(out, jt.array(sizes))
+
+    _, ref_cap = cap.capture(ref_model, run_ref, "torch")
+    forced = _forced_decisions(ref_cap, force_topk, False)
+    with probes.forcing(forced):
+        _, jt_cap = cap.capture(jt_model, run_jt, "jittor")
+    return ref_cap, jt_cap
+
+
+def run_train_forward(pair, images, targets, noise_seed=0, force_topk=True, force_matcher=False, with_grads=True):
+    """Training forward, criterion and backward in both frameworks.
+
+    Returns both captures (module outputs, probes, ``loss:`` terms and ``grad:`` tensors)."""
+    import torch
+    from rtdetr_jittor._env import jt
+    ref_model, jt_model = pair.ref.model.train(), pair.jt.model
+    jt_model.train()
+    ref_model.decoder.denoising_noise = NumpyDenoisingNoise(noise_seed)
+    jt_model.decoder.denoising_noise = NumpyDenoisingNoise(noise_seed)
+    extra = {"ref": [], "jt": []}
+
+    def run_ref():
+        out = ref_model(torch.from_numpy(images.copy()), torch_targets(targets))
+        losses = pair.ref.criterion(out, torch_targets(targets))
+        total = sum(losses.values())
+        for k, v in losses.items():
+            extra["ref"].append((f"loss:{k}", v.detach().numpy().reshape(())))
+        extra["ref"].append(("loss:total", total.detach().numpy().reshape(())))
+        if with_grads:
+            ref_model.zero_grad(set_to_none=True)
+            total.backward()
+            for n, p in ref_model.named_parameters():
+                if p.requires_grad:
+                    extra["ref"].append((f"grad:{n}", None if p.grad is None else p.grad.numpy().copy()))
+
+    def run_jt():
+        out = jt_model(jt.array(images.copy()), jittor_targets(targets))
+        losses = pair.jt.criterion(out, jittor_targets(targets))
+        total = sum(losses.values())
+        for k, v in losses.items():
+            extra["jt"].append((f"loss:{k}", v.numpy().reshape(())))
+        extra["jt"].append(("loss:total", total.numpy().reshape(())))
+        if with_grads:
+            from rtdetr_jittor.compat import trainable_named_parameters
+            named = trainable_named_parameters(jt_model)
+            grads = jt.grad(total, [p for _, p in named])
+            for (n, _), g in zip(named, grads):
+                arr = g.numpy().copy()
+                extra["jt"].append((f"grad:{n}", arr if np.any(arr != 0) else None))
+
+    _, ref_cap = cap.capture(ref_model, run_ref, "torch", keep_inputs=True)
+    _append(ref_cap, extra["ref"])
+    forced = _forced_decisions(ref_cap, force_topk, force_matcher)
+    with probes.forcing(forced):
+        _, jt_cap = cap.capture(jt_model, run_jt, "jittor", keep_inputs=True)
+    _append(jt_cap, extra["jt"])
+    return ref_cap, jt_cap
+
+
+def _append(capture, items):
+    for name, value in items:
+        if value is None:
+            capture.records.append(cap.Record(name, np.array(np.nan, np.float32), name, "no-gradient"))
+        else:
+            capture.records.append(cap.Record(name, value, name, "extra"))
+
+
+def save_first_divergence(pair, ref_cap, results, out_dir):
+    """Save the inputs and weights of the first diverging module, for ``parity rerun``."""
+    first = next((r for r in results if not r.passed), None)
+    if first is None:
+        return {}
+    module = next((rec.module for rec in ref_cap.records if rec.name == first.name and rec.kind == "module"), None)
+    if module is None or module not in ref_cap.inputs:
+        return {}
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, f"first_divergence_{module}.npz")
+    weights = {f"w:{k[len(module) + 1:]}": v for k, v in pair.weights.items() if k.startswith(module + ".")}
+    inputs = {f"in:{i}": a for i, a in enumerate(ref_cap.inputs[module])}
+    np.savez(path, __module__=np.array(module), __config__=np.array(pair.config), **weights, **inputs)
+    return {module: path}
+
+
+def compare(pair, mode, images, targets=None, noise_seed=0, force_topk=True, force_matcher=False, registry=None):
+    """Run ``mode`` ('eval' or 'train') and judge; returns (results, ref_capture, jt_capture)."""
+    registry = registry or load_registry()
+    if mode == "eval":
+        ref_cap, jt_cap = run_eval_forward(pair, images, force_topk)
+    elif mode == "train":
+        ref_cap, jt_cap = run_train_forward(pair, images, targets, noise_seed, force_topk, force_matcher)
+    else:
+        raise ValueError(f"unknown mode {mode!r}")
+    return judge_captures(ref_cap, jt_cap, registry), ref_cap, jt_cap
