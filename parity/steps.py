@@ -12,7 +12,7 @@ decisions, as a user's run would.
 import numpy as np
 
 from rtdetr_common.lr_schedule import build_lr_schedule
-from rtdetr_common.noise import NumpyDenoisingNoise
+from rtdetr_common.noise import NumpyDenoisingNoise, NumpySizeSampler
 
 from .run import jittor_targets, torch_targets
 
@@ -38,6 +38,7 @@ class _Side:
         self.schedule = build_lr_schedule(cfg, self.optimizer)
         self.clip = float(cfg.get("clip_max_norm", 0.0) or 0.0)
         built.model.decoder.denoising_noise = NumpyDenoisingNoise(noise_seed)
+        built.model.size_sampler = NumpySizeSampler(noise_seed)
 
     def step(self, images, targets):
         model, criterion = self.built.model, self.built.criterion

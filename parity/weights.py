@@ -12,7 +12,8 @@ import numpy as np
 
 def realistic_random_state(shapes, seed=0):
     """``{name: array}`` for ``{name: (shape, dtype)}`` with trained-model-like scales.
-    1-D weights are norm scales (conv, linear and embedding weights have 2+ dims)."""
+    1-D weights are norm scales (conv, linear and embedding weights have 2+ dims);
+    embeddings are N(0, 1) as torch initialises them (query content, not a projection)."""
     rng = np.random.default_rng(seed)
     out = {}
     for name, (shape, dtype) in shapes.items():
@@ -26,6 +27,8 @@ def realistic_random_state(shapes, seed=0):
             out[name] = rng.uniform(0.5, 2.0, shape).astype(dtype)
         elif leaf == "weight" and len(shape) == 1:
             out[name] = rng.uniform(0.7, 1.3, shape).astype(dtype)
+        elif "embed" in name.split(".")[-2]:
+            out[name] = rng.normal(0.0, 1.0, shape).astype(dtype)
         elif leaf in ("bias", "in_proj_bias") or len(shape) <= 1:
             out[name] = rng.normal(0.0, 0.1, shape).astype(dtype)
         else:

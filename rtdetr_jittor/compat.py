@@ -7,9 +7,9 @@ Each shim answers one measured difference (see README, "Jittor vs PyTorch"):
 - ``topk``/``argmax``/``max_values``: int64 indices and torch-like return values.
 - ``floor_divide``: Python floor semantics (Jittor's ``//`` truncates toward zero).
 - ``bce_with_logits``: element-wise, stable, no ``reduction`` surprises.
-- ``BatchNorm2d``: two-pass variance, unbiased running variance, ``num_batches_tracked``.
+- ``BatchNorm2d``: two-pass variance in float64, unbiased running variance, ``num_batches_tracked``.
 - ``FrozenBatchNorm2d``-style buffers: ``make_buffer`` gives a Var that is never trained.
-- ``LayerNorm``: two-pass variance (Jittor's E[x^2]-E[x]^2 loses precision).
+- ``LayerNorm``: two-pass variance in float64 (Jittor's E[x^2]-E[x]^2 loses precision).
 - ``MultiheadAttention``: torch's batch_first semantics and key names
   (``in_proj_weight``, ``in_proj_bias``, ``out_proj``), boolean masks where True
   means "may not attend".
@@ -85,7 +85,9 @@ def make_buffer(value, dtype=None):
     if isinstance(value, jt.Var):
         var = value.detach()
     else:
-        var = jt.array(np.asarray(value, dtype=dtype) if dtype else np.asarray(value))
+        arr = np.asarray(value, dtype=dtype) if dtype else np.asarray(value)
+        # jt.array wraps int64 to int32 (and float64 to float32): integers and an explicit dtype are kept
+        var = jt.array(arr, dtype=str(arr.dtype)) if dtype or arr.dtype.kind in "iu" else jt.array(arr)
     return var.stop_grad()
 
 
@@ -117,9 +119,14 @@ class BatchNorm2d(nn.Module):
 
     def execute(self, x):
         if self.is_training():
-            mean = x.mean(dims=(0, 2, 3))
+            # Statistics accumulated in float64: Jittor sums naively, which at ~1e5 elements
+            # per channel made the float32 mean ~100x less accurate than torch's.
+            x64 = x.float64()
+            mean64 = x64.mean(dims=(0, 2, 3))
+            centered64 = x64 - mean64.reshape(1, -1, 1, 1)
+            mean = mean64.astype(x.dtype)
+            var = (centered64 * centered64).mean(dims=(0, 2, 3)).astype(x.dtype)
             centered = x - mean.reshape(1, -1, 1, 1)
-            var = (centered * centered).mean(dims=(0, 2, 3))
             n = x.numel() // x.shape[1]
             unbiased = var * (n / max(n - 1, 1))
             m = self.momentum
@@ -144,9 +151,12 @@ class LayerNorm(nn.Module):
         self.bias = jt.zeros(normalized_shape)
 
     def execute(self, x):
-        mean = x.mean(dim=-1, keepdims=True)
-        centered = x - mean
-        var = (centered * centered).mean(dim=-1, keepdims=True)
+        # float64 statistics: float32 ones over 256 features with mean >> std were 6x less accurate than torch
+        x64 = x.float64()
+        mean64 = x64.mean(dim=-1, keepdims=True)
+        centered64 = x64 - mean64
+        var = (centered64 * centered64).mean(dim=-1, keepdims=True).astype(x.dtype)
+        centered = x - mean64.astype(x.dtype)
         return centered / jt.sqrt(var + self.eps) * self.weight + self.bias
 
 
@@ -154,7 +164,8 @@ class MultiheadAttention(nn.Module):
     """torch.nn.MultiheadAttention (batch_first=True, no bias_kv, no zero_attn) in Jittor.
 
     ``attn_mask`` may be bool (True: may not attend) or float (added to the logits),
-    of shape (L, S) or (B*num_heads, L, S). Returns ``(output, None)``.
+    of shape (L, S) or (B*num_heads, L, S). Returns ``(output, weights)`` with the
+    attention weights averaged over heads (B, L, S) when ``need_weights`` (torch's default).
     """
 
     def __init__(self, embed_dim, num_heads, dropout=0.0, batch_first=True):
@@ -170,7 +181,7 @@ class MultiheadAttention(nn.Module):
         self.out_proj = nn.Linear(embed_dim, embed_dim)
         jt.init.zero_(self.out_proj.bias)
 
-    def execute(self, query, key, value, attn_mask=None, key_padding_mask=None, need_weights=False):
+    def execute(self, query, key, value, attn_mask=None, key_padding_mask=None, need_weights=True):
         b, l, e = query.shape
         s = key.shape[1]
         h, d = self.num_heads, self.head_dim
@@ -196,7 +207,7 @@ class MultiheadAttention(nn.Module):
         if self.dropout > 0 and self.is_training():
             attn = nn.dropout(attn, self.dropout, is_train=True)
         out = jt.matmul(attn, v).transpose(0, 2, 1, 3).reshape(b, l, e)
-        return self.out_proj(out), None
+        return self.out_proj(out), (attn.mean(dim=1) if need_weights else None)
 
 
 class StateDictError(RuntimeError):
@@ -225,7 +236,7 @@ def load_state_dict_checked(module, state_dict, strict=True):
     for k, var in own.items():
         if k in state_dict and not any(m[0] == k for m in mismatched):
             value = _to_numpy(state_dict[k]).astype(str(var.dtype), copy=False).reshape(var.shape)
-            var.update(jt.array(value))
+            var.update(jt.array(value, dtype=str(var.dtype)))
     return problems
 
 
@@ -302,13 +313,34 @@ def log1p(x):
     return out.astype(x.dtype)
 
 
+def _sigmoid_values(x):
+    e = jt.exp(-jt.abs(x))
+    return jt.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+class _Sigmoid(jt.Function):
+    def execute(self, x):
+        self._y = _sigmoid_values(x).detach()
+        return self._y
+
+    def grad(self, g):
+        return g * (1 - self._y) * self._y
+
+
+def sigmoid(x):
+    """``torch.sigmoid``: Jittor's float32 ``sigmoid`` clamps its input at -30
+    (sigmoid(-34) gives sigmoid(-30) = 9.4e-14, torch 1.7e-15), which ties all very
+    negative logits; this one is exact there, with torch's gradient ``g * (1 - y) * y``."""
+    return _Sigmoid.apply(x)
+
+
 class _LogSigmoid(jt.Function):
     def execute(self, x):
         self._x = x.detach()
         return (minimum(x, 0) - log1p(jt.exp(-jt.abs(x)))).detach()
 
     def grad(self, g):
-        return g * jt.sigmoid(-self._x)
+        return g * _sigmoid_values(-self._x)
 
 
 def log_sigmoid(x):
@@ -325,7 +357,7 @@ class _BCEWithLogits(jt.Function):
 
     def grad(self, g):
         x, t, w = self._x, self._t, self._w
-        return g * (jt.sigmoid(x) - t) * w, -g * x * w, g * self._raw
+        return g * (_sigmoid_values(x) - t) * w, -g * x * w, g * self._raw
 
 
 def binary_cross_entropy_with_logits(logits, targets, weight=None):

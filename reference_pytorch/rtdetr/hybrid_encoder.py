@@ -293,8 +293,10 @@ class HybridEncoder(nn.Module):
         if self.num_encoder_layers > 0:
             for i, enc_ind in enumerate(self.use_encoder_idx):
                 h, w = proj_feats[enc_ind].shape[2:]
-                # [B, C, H, W] -> [B, H*W, C]
-                src_flatten = proj_feats[enc_ind].flatten(2).permute(0, 2, 1)
+                # [B, C, H, W] -> [B, H*W, C]; official: .flatten(2).permute(0, 2, 1), same values.
+                # torch 2.13 CPU: BatchNorm backward gets the input gradient wrong at batch 1
+                # when the incoming gradient has the strides that flatten+permute produce.
+                src_flatten = proj_feats[enc_ind].permute(0, 2, 3, 1).reshape(-1, h * w, self.hidden_dim)
                 pos_embed = None if self.training else self._cached_pos_embed(enc_ind, h, w)
                 if pos_embed is None:
                     pos_embed = self.build_2d_sincos_position_embedding(

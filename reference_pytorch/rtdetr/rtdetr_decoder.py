@@ -11,7 +11,10 @@ Beyond the official code: eval at a size other than ``eval_spatial_size`` works
 (anchors are generated for the actual memory shapes when they differ from the
 precomputed ones), ``feat_strides`` is copied rather than extended in place, and
 ``MSDeformableAttention``'s ``value_mask`` (1/True = keep) works (the official
-line calls the Paddle-only ``Tensor.astype``).
+line calls the Paddle-only ``Tensor.astype``), and the memory is flattened with
+``permute(0, 2, 3, 1).reshape`` instead of ``flatten(2).permute(0, 2, 1)`` (same
+values; avoids a torch 2.13 CPU BatchNorm backward bug at batch size 1, which gave
+``input_proj`` wrong gradients).
 """
 import copy
 import math
@@ -390,9 +393,11 @@ class RTDETRTransformer(nn.Module):
         spatial_shapes = []
         level_start_index = [0]
         for i, feat in enumerate(proj_feats):
-            _, _, h, w = feat.shape
-            # [b, c, h, w] -> [b, h*w, c]
-            feat_flatten.append(feat.flatten(2).permute(0, 2, 1))
+            b, c, h, w = feat.shape
+            # [b, c, h, w] -> [b, h*w, c]; official: .flatten(2).permute(0, 2, 1), same values.
+            # torch 2.13 CPU: BatchNorm's training backward gets the input gradient wrong at
+            # batch 1 when the incoming gradient has the strides flatten+permute produce.
+            feat_flatten.append(feat.permute(0, 2, 3, 1).reshape(b, h * w, c))
             # [num_levels, 2]
             spatial_shapes.append([h, w])
             # [l], start index of each level

@@ -293,8 +293,8 @@ class HybridEncoder(nn.Module):
         if self.num_encoder_layers > 0:
             for i, enc_ind in enumerate(self.use_encoder_idx):
                 h, w = proj_feats[enc_ind].shape[2:]
-                # [B, C, H, W] -> [B, H*W, C]
-                src_flatten = proj_feats[enc_ind].flatten(2).permute(0, 2, 1)
+                # [B, C, H, W] -> [B, H*W, C], written as in the reference (see there why)
+                src_flatten = proj_feats[enc_ind].permute(0, 2, 3, 1).reshape(-1, h * w, self.hidden_dim)
                 pos_embed = None if self.is_training() else self._cached_pos_embed(enc_ind, h, w)
                 if pos_embed is None:
                     pos_embed = self.build_2d_sincos_position_embedding(

@@ -4,8 +4,11 @@ per image with ``scipy.optimize.linear_sum_assignment`` (the official RT-DETR ma
 
 Probes: ``matcher.cost`` (the per-image cost matrices, NumPy float32 (num_queries,
 num_gt), so the harness can judge ties) and ``matcher.indices`` (an override point:
-a forced list of (row, col) pairs per image, any int array-like, replaces the solver's).
-Jittor twin of ``reference_pytorch/rtdetr/matcher.py``; ``cdist`` is ``compat.cdist_l1``.
+a forced list of (row, col) pairs per image, any int array-like, replaces the solver's;
+a forced callable is called with the solver's list and returns the list to use, so a
+harness can impose a different decision on each of the criterion's matcher calls).
+Jittor twin of ``reference_pytorch/rtdetr/matcher.py``; ``cdist`` is ``compat.cdist_l1``,
+``sigmoid`` is ``compat.sigmoid`` (Jittor's clamps logits below -30).
 """
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -14,7 +17,7 @@ from rtdetr_jittor._env import jt
 from jittor import nn
 
 from rtdetr_common import probes
-from rtdetr_jittor.compat import cdist_l1
+from rtdetr_jittor.compat import cdist_l1, sigmoid
 
 from .box_ops import box_cxcywh_to_xyxy, generalized_box_iou
 
@@ -48,7 +51,7 @@ class HungarianMatcher(nn.Module):
 
         # flatten to compute the cost matrices in a batch
         if self.use_focal_loss:
-            out_prob = jt.sigmoid(outputs["pred_logits"].detach().flatten(0, 1))
+            out_prob = sigmoid(outputs["pred_logits"].detach().flatten(0, 1))
         else:
             out_prob = nn.softmax(outputs["pred_logits"].detach().flatten(0, 1), dim=-1)  # (B*Q, C)
 
@@ -58,10 +61,12 @@ class HungarianMatcher(nn.Module):
         tgt_bbox = jt.concat([_var(v["boxes"]).reshape(-1, 4).float32() for v in targets], dim=0)
 
         if self.use_focal_loss:
-            out_prob = out_prob[:, jt.array(tgt_ids)]
+            # float64: Jittor compiles with -Ofast, which may reassociate 1 - p + 1e-8 into
+            # (1 + 1e-8) - p, i.e. 0 in float32 for p = 1 (an infinite cost)
+            out_prob = out_prob[:, jt.array(tgt_ids)].float64()
             neg_cost_class = (1 - self.alpha) * (out_prob ** self.gamma) * (-(1 - out_prob + 1e-8).log())
             pos_cost_class = self.alpha * ((1 - out_prob) ** self.gamma) * (-(out_prob + 1e-8).log())
-            cost_class = pos_cost_class - neg_cost_class
+            cost_class = (pos_cost_class - neg_cost_class).float32()
         else:
             cost_class = -out_prob[:, jt.array(tgt_ids)]
 
@@ -77,7 +82,11 @@ class HungarianMatcher(nn.Module):
         probes.record('matcher.cost', costs)
         indices = [linear_sum_assignment(c) for c in costs]
 
-        indices = probes.override('matcher.indices', indices)
+        forced = probes.override('matcher.indices', None)
+        if callable(forced):  # e.g. replays the other twin's decision for this call
+            indices = forced(indices)
+        elif forced is not None:
+            indices = forced
         indices = [(_as_int64(i), _as_int64(j)) for i, j in indices]
         probes.record('matcher.indices', indices)
         return indices

@@ -13,7 +13,8 @@ differences: indices, target classes and target scores (all gradient-free) are
 built in NumPy; loss values are shape-[1] Vars (Jittor has no 0-d tensors); large
 reductions accumulate in float64 (``_sum64``/``_mean64``: Jittor sums naively);
 element-wise BCE is ``compat.binary_cross_entropy_with_logits`` (torch's formula and
-gradient); |x| is ``compat.absolute`` (torch's zero gradient at 0).
+gradient); |x| is ``compat.absolute`` (torch's zero gradient at 0); ``sigmoid`` is
+``compat.sigmoid`` (Jittor's clamps logits below -30).
 """
 import numpy as np
 
@@ -21,7 +22,7 @@ from rtdetr_jittor._env import jt
 from jittor import nn
 
 from rtdetr_common import probes
-from rtdetr_jittor.compat import absolute, binary_cross_entropy_with_logits, make_buffer
+from rtdetr_jittor.compat import absolute, binary_cross_entropy_with_logits, make_buffer, sigmoid
 from rtdetr_jittor.compat import topk as _topk
 
 from .box_ops import box_cxcywh_to_xyxy, box_iou, generalized_box_iou
@@ -29,7 +30,7 @@ from .box_ops import box_cxcywh_to_xyxy, box_iou, generalized_box_iou
 
 def sigmoid_focal_loss(inputs, targets, alpha=0.25, gamma=2.0):
     """``torchvision.ops.sigmoid_focal_loss(..., reduction='none')`` (torchvision's formula)."""
-    p = jt.sigmoid(inputs)
+    p = sigmoid(inputs)
     ce_loss = binary_cross_entropy_with_logits(inputs, targets)
     p_t = p * targets + (1 - p) * (1 - targets)
     loss = ce_loss * ((1 - p_t) ** gamma)
@@ -128,7 +129,7 @@ class SetCriterion(nn.Module):
         target_score_o[idx] = ious.numpy().astype(np.float32)
         target_score = jt.array((target_score_o[..., None] * target).astype(np.float32))
 
-        pred_score = jt.sigmoid(src_logits).detach()
+        pred_score = sigmoid(src_logits).detach()
         weight = self.alpha * pred_score.pow(self.gamma) * jt.array(1 - target).float32() + target_score
 
         loss = binary_cross_entropy_with_logits(src_logits, target_score, weight=weight)

@@ -400,7 +400,7 @@ class RTDETRTransformer(nn.Module):
         for i, feat in enumerate(proj_feats):
             b, c, h, w = feat.shape
             # [b, c, h, w] -> [b, h*w, c]
-            feat_flatten.append(feat.reshape(b, c, h * w).transpose(0, 2, 1))
+            feat_flatten.append(feat.transpose(0, 2, 3, 1).reshape(b, h * w, c))
             # [num_levels, 2]
             spatial_shapes.append([h, w])
             # [l], start index of each level

@@ -1,0 +1,105 @@
+"""The RT-DETR post-processor (official ``RTDETRPostProcessor``): boxes to xyxy in
+pixels of the original image, then the top ``num_top_queries`` (query, class)
+scores. Focal form: sigmoid and top-k over all (query, class) pairs. Softmax form:
+as the official code, ``F.softmax`` without a dim, which torch resolves to dim 0
+(the batch) for 3-D logits, then the best non-"no object" class per query.
+
+Probes: ``postprocessor.labels``, ``postprocessor.boxes``, ``postprocessor.scores``
+(before any COCO remap).
+Jittor twin of ``reference_pytorch/rtdetr/rtdetr_postprocessor.py``: top-k, argmax
+and floor division go through ``compat`` (int64 indices, floor semantics), and so
+does ``sigmoid`` (Jittor's ties every logit below -30). Among
+exactly tied scores the order (and, at the k-th place, the choice) may differ.
+"""
+import numpy as np
+
+from rtdetr_jittor._env import jt
+from jittor import nn
+
+from rtdetr_common import probes
+from rtdetr_common.coco_categories import mscoco_label2category
+from rtdetr_jittor.compat import argmax, floor_divide, max_values, sigmoid, topk
+
+from .box_ops import box_cxcywh_to_xyxy
+
+
+class RTDETRPostProcessor(nn.Module):
+    """``execute(outputs, orig_target_sizes)``, sizes (B, 2) as [w, h]. Returns one
+    dict ``{labels, boxes, scores}`` per image, or ``(labels, boxes, scores)`` after
+    ``deploy()``. ``remap_mscoco_category`` turns labels into COCO category ids."""
+
+    def __init__(self, num_classes=80, use_focal_loss=True, num_top_queries=300, remap_mscoco_category=False):
+        super().__init__()
+        self.use_focal_loss = use_focal_loss
+        self.num_top_queries = num_top_queries
+        self.num_classes = num_classes
+        self.remap_mscoco_category = remap_mscoco_category
+        self.deploy_mode = False
+
+    def extra_repr(self) -> str:
+        return f'use_focal_loss={self.use_focal_loss}, num_classes={self.num_classes}, num_top_queries={self.num_top_queries}'
+
+    def execute(self, outputs, orig_target_sizes):
+        logits, boxes = outputs['pred_logits'], outputs['pred_boxes']
+        orig_target_sizes = _var(orig_target_sizes)
+
+        bbox_pred = box_cxcywh_to_xyxy(boxes)
+        bbox_pred = bbox_pred * orig_target_sizes.repeat(1, 2).unsqueeze(1).astype(bbox_pred.dtype)
+
+        if self.use_focal_loss:
+            scores = sigmoid(logits)
+            scores, index = topk(scores.flatten(1), self.num_top_queries, dim=-1)
+            labels = index % self.num_classes
+            index = floor_divide(index, self.num_classes)
+            boxes = jt.gather(bbox_pred, 1, index.unsqueeze(-1).repeat(1, 1, bbox_pred.shape[-1]))
+
+        else:
+            scores = nn.softmax(logits, dim=_implicit_softmax_dim(logits))[:, :, :-1]
+            scores, labels = max_values(scores, dim=-1), argmax(scores, dim=-1)
+            boxes = bbox_pred
+            if scores.shape[1] > self.num_top_queries:
+                scores, index = topk(scores, self.num_top_queries, dim=-1)
+                labels = jt.gather(labels, 1, index)
+                boxes = jt.gather(boxes, 1, index.unsqueeze(-1).repeat(1, 1, boxes.shape[-1]))
+
+        probes.record('postprocessor.labels', labels)
+        probes.record('postprocessor.boxes', boxes)
+        probes.record('postprocessor.scores', scores)
+
+        if self.deploy_mode:
+            return labels, boxes, scores
+
+        if self.remap_mscoco_category:
+            labels = jt.array(np.asarray([mscoco_label2category[int(x)] for x in labels.numpy().flatten()],
+                                         dtype=np.int64).reshape(tuple(labels.shape))).int64()
+
+        results = []
+        for lab, box, sco in zip(labels, boxes, scores):
+            result = dict(labels=lab, boxes=box, scores=sco)
+            results.append(result)
+
+        return results
+
+    def deploy(self):
+        """Eval mode; ``execute`` then returns a ``(labels, boxes, scores)`` tuple."""
+        self.eval()
+        self.deploy_mode = True
+        return self
+
+    @property
+    def iou_types(self):
+        return ('bbox', )
+
+
+def _implicit_softmax_dim(x):
+    """The dim torch picks for ``F.softmax(x)`` without one (0 for 0-, 1- and 3-D input)."""
+    return 0 if x.ndim in (0, 1, 3) else 1
+
+
+def _var(x):
+    """A Var from a Var, tensor or array-like."""
+    if isinstance(x, jt.Var):
+        return x
+    if hasattr(x, "detach") and hasattr(x, "cpu"):
+        x = x.detach().cpu().numpy()
+    return jt.array(np.asarray(x))
