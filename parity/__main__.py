@@ -38,14 +38,15 @@ def compare_command(args):
         saved = {}
     else:
         results, ref_cap, _ = compare(pair, args.mode, images, targets, noise_seed=args.seed,
-                                      force_topk=not args.no_force_topk, force_matcher=args.force_matcher)
+                                      force_topk=not args.no_force_topk, force_matcher=args.force_matcher,
+                                      measure_floor=not args.no_floor)
         saved = save_first_divergence(pair, ref_cap, results, run_dir)
     report = build_report(
         results, run=run_name,
         config={"path": args.config, "weights": "fresh init" if args.fresh_init else f"realistic random (seed {args.seed})"},
         input_info={"mode": args.mode, "size": args.size, "batch": args.batch, "seed": args.seed,
                     "gt_counts": [len(t["labels"]) for t in targets], "force_topk": not args.no_force_topk,
-                    "force_matcher": args.force_matcher, "steps": args.steps if args.mode == "steps" else None},
+                    "force_matcher": args.force_matcher, "noise_floor": not args.no_floor, "steps": args.steps if args.mode == "steps" else None},
         environment=_environment(), saved_inputs=saved)
     report.update(extra)
     report["seconds"] = round(time.time() - t0, 1)
@@ -95,6 +96,8 @@ def main(argv=None):
     c.add_argument("--fresh-init", action="store_true", help="compare the default initialisation (degenerate)")
     c.add_argument("--no-force-topk", action="store_true", help="let the twin take its own top-k decision")
     c.add_argument("--force-matcher", action="store_true", help="impose the reference's matcher assignment")
+    c.add_argument("--no-floor", action="store_true",
+                   help="skip the reference's one-ulp-perturbed run (floor rules then fall back to atol/rtol rules)")
     r = sub.add_parser("report", help="re-render a report (default: the latest)")
     r.add_argument("run_dir", nargs="?")
     r.add_argument("--latest", action="store_true", help="the newest run (the default)")

@@ -429,3 +429,39 @@ def compare_assignment(ref_rows, ref_cols, test_rows, test_cols, cost, atol=0.0,
         note = (f"{differing_pairs} pair(s) differ and total cost differs: ref {ref_total:.6g} "
                 f"vs test {test_total:.6g} (gap {cost_gap:.3g} > {atol:g})")
     return Result(metrics=metrics, passed=passed, note=note, **base)
+
+
+def compare_floor(name, ref, test, floor, factor, atol=0.0):
+    """Judge against the reference's own sensitivity: pass when
+    ``max|ref - test| <= factor * max|ref - ref_perturbed| + atol``.
+
+    ``floor`` is ``max|ref - ref_perturbed|``: how far the reference itself moves when
+    its input is perturbed at the float32 rounding level. No float32 implementation
+    with a different operation order can be expected closer than that. ``floor=None``
+    (no perturbed run was made) fails with a note rather than passing unjudged.
+    """
+    ref, test = np.asarray(ref), np.asarray(test)
+    tolerance = {"floor_factor": float(factor), "atol": float(atol),
+                 "floor": None if floor is None else float(floor)}
+    problem = _layout_problem(ref, test)
+    if problem is None and floor is None:
+        problem = "a floor rule needs the reference's perturbed run (run with the noise floor measured)"
+    if problem:
+        return _layout_failure(name, "floor", ref, test, problem, tolerance)
+    ref64, test64 = ref.astype(np.float64), test.astype(np.float64)
+    finite, nonfinite_mismatches = _split_nonfinite(ref64, test64)
+    difference = np.abs(ref64[finite] - test64[finite])
+    max_abs = float(difference.max()) if difference.size else 0.0
+    if nonfinite_mismatches:
+        max_abs = math.inf
+    allowed = factor * float(floor) + atol
+    tol_ratio = float(_ratio(max_abs, allowed))
+    passed = max_abs <= allowed
+    note = "" if passed else (f"{nonfinite_mismatches} NaN/Inf value(s) not matched" if nonfinite_mismatches
+                              else f"max_abs {max_abs:.3g} > {factor:g} x floor {float(floor):.3g} + {atol:g}")
+    metrics = {"max_abs": max_abs, "floor": float(floor), "over_floor": float(_ratio(max_abs, float(floor))),
+               "mean_abs": float(difference.mean()) if difference.size else 0.0,
+               "cosine": cosine_similarity(ref64[finite], test64[finite]),
+               "nonfinite_mismatches": nonfinite_mismatches, "tol_ratio": tol_ratio, "allowed_abs": allowed}
+    return Result(name=name, kind="floor", metrics=metrics, passed=passed, note=note,
+                  tolerance=tolerance, shape=tuple(ref.shape), dtype=_dtype_text(ref, test))

@@ -116,7 +116,7 @@ class ForcedSequence:
         return value
 
 
-def judge_captures(ref_cap, jt_cap, registry):
+def judge_captures(ref_cap, jt_cap, registry, floors=None):
     """Judge every tensor of the reference capture against the twin's, in execution order."""
     jt_by = jt_cap.by_name()
     ref_by = ref_cap.by_name()
@@ -151,7 +151,7 @@ def judge_captures(ref_cap, jt_cap, registry):
             test_value = other.value
             if rec.value.shape == () and test_value.shape == (1,):
                 test_value = test_value.reshape(())  # Jittor has no 0-d tensors
-            res = registry.judge(rec.name, rec.value, test_value)
+            res = registry.judge(rec.name, rec.value, test_value, floor=(floors or {}).get(rec.name))
         results.append(res)
     for name in jt_by:
         if name not in ref_by and not any(fnmatch.fnmatchcase(name, p) for p in UNPAIRED_MODULES):
@@ -160,82 +160,127 @@ def judge_captures(ref_cap, jt_cap, registry):
     return results
 
 
-def run_eval_forward(pair, images, force_topk=True):
-    """Eval-mode forward and post-processing in both frameworks; returns both captures."""
-    import torch
-    from rtdetr_jittor._env import jt
-    ref_model, jt_model = pair.ref.model.eval(), pair.jt.model
-    jt_model.eval()
+def perturb_one_ulp(images, seed=12345):
+    """Every pixel moved by one float32 ulp, up or down at random: the smallest change
+    of the input that float32 can express, used to measure the reference's noise floor."""
+    rng = np.random.default_rng(seed)
+    direction = np.where(rng.random(images.shape) < 0.5, -np.inf, np.inf).astype(np.float32)
+    return np.nextafter(images, direction).astype(np.float32)
+
+
+def _eval_pass(pair, framework, images):
     sizes = np.array([[images.shape[3], images.shape[2]]] * images.shape[0], np.float32)
+    if framework == "torch":
+        import torch
+        model = pair.ref.model.eval()
+
+        def run():
+            with torch.no_grad():
+                out = model(torch.from_numpy(images.copy()))
+                probes.record("output", {"pred_logits": out["pred_logits"], "pred_boxes": out["pred_boxes"]})
+                pair.ref.postprocessor(out, torch.from_numpy(sizes))
+    else:
+        from rtdetr_jittor._env import jt
+        model = pair.jt.model
+        model.eval()
+
+        def run():
+            with jt.no_grad():
+                out = model(jt.array(images.copy()))
+                probes.record("output", {"pred_logits": out["pred_logits"], "pred_boxes": out["pred_boxes"]})
+                pair.jt.postprocessor(out, jt.array(sizes))
+    return cap.capture(model, run, framework)[1]
+
+
+def _train_pass(pair, framework, images, targets, noise_seed, with_grads):
+    extra = []
+    if framework == "torch":
+        import torch
+        model = pair.ref.model.train()
+    else:
+        from rtdetr_jittor._env import jt
+        model = pair.jt.model
+        model.train()
+    model.decoder.denoising_noise = NumpyDenoisingNoise(noise_seed)
+    model.size_sampler = NumpySizeSampler(noise_seed)
 
     def run_ref():
-        with torch.no_grad():
-            out = ref_model(torch.from_numpy(images.copy()))
-            probes.record("output", {"pred_logits": out["pred_logits"], "pred_boxes": out["pred_boxes"]})
-            pair.ref.postprocessor(out, torch.from_numpy(sizes))
-
-    def run_jt():
-        with jt.no_grad():
-            out = jt_model(jt.array(images.copy()))
-            probes.record("output", {"pred_logits": out["pred_logits"], "pred_boxes": out["pred_boxes"]})
-            pair.jt.postprocessor(out, jt.array(sizes))
-
-    _, ref_cap = cap.capture(ref_model, run_ref, "torch")
-    forced = _forced_decisions(ref_cap, force_topk, False)
-    with probes.forcing(forced):
-        _, jt_cap = cap.capture(jt_model, run_jt, "jittor")
-    return ref_cap, jt_cap
-
-
-def run_train_forward(pair, images, targets, noise_seed=0, force_topk=True, force_matcher=False, with_grads=True):
-    """Training forward, criterion and backward in both frameworks.
-
-    Returns both captures (module outputs, probes, ``loss:`` terms and ``grad:`` tensors)."""
-    import torch
-    from rtdetr_jittor._env import jt
-    ref_model, jt_model = pair.ref.model.train(), pair.jt.model
-    jt_model.train()
-    for model in (ref_model, jt_model):
-        model.decoder.denoising_noise = NumpyDenoisingNoise(noise_seed)
-        model.size_sampler = NumpySizeSampler(noise_seed)
-    extra = {"ref": [], "jt": []}
-
-    def run_ref():
-        out = ref_model(torch.from_numpy(images.copy()), torch_targets(targets))
+        out = model(torch.from_numpy(images.copy()), torch_targets(targets))
         losses = pair.ref.criterion(out, torch_targets(targets))
         total = sum(losses.values())
         for k, v in losses.items():
-            extra["ref"].append((f"loss:{k}", v.detach().numpy().reshape(())))
-        extra["ref"].append(("loss:total", total.detach().numpy().reshape(())))
+            extra.append((f"loss:{k}", v.detach().numpy().reshape(())))
+        extra.append(("loss:total", total.detach().numpy().reshape(())))
         if with_grads:
-            ref_model.zero_grad(set_to_none=True)
+            model.zero_grad(set_to_none=True)
             total.backward()
-            for n, p in ref_model.named_parameters():
+            for n, p in model.named_parameters():
                 if p.requires_grad:
-                    extra["ref"].append((f"grad:{n}", None if p.grad is None else p.grad.numpy().copy()))
+                    extra.append((f"grad:{n}", None if p.grad is None else p.grad.numpy().copy()))
 
     def run_jt():
-        out = jt_model(jt.array(images.copy()), jittor_targets(targets))
+        out = model(jt.array(images.copy()), jittor_targets(targets))
         losses = pair.jt.criterion(out, jittor_targets(targets))
         total = sum(losses.values())
         for k, v in losses.items():
-            extra["jt"].append((f"loss:{k}", v.numpy().reshape(())))
-        extra["jt"].append(("loss:total", total.numpy().reshape(())))
+            extra.append((f"loss:{k}", v.numpy().reshape(())))
+        extra.append(("loss:total", total.numpy().reshape(())))
         if with_grads:
             from rtdetr_jittor.compat import trainable_named_parameters
-            named = trainable_named_parameters(jt_model)
+            named = trainable_named_parameters(model)
             grads = jt.grad(total, [p for _, p in named])
             for (n, _), g in zip(named, grads):
                 arr = g.numpy().copy()
-                extra["jt"].append((f"grad:{n}", arr if np.any(arr != 0) else None))
+                extra.append((f"grad:{n}", arr if np.any(arr != 0) else None))
 
-    _, ref_cap = cap.capture(ref_model, run_ref, "torch", keep_inputs=True)
-    _append(ref_cap, extra["ref"])
-    forced = _forced_decisions(ref_cap, force_topk, force_matcher)
-    with probes.forcing(forced):
-        _, jt_cap = cap.capture(jt_model, run_jt, "jittor", keep_inputs=True)
-    _append(jt_cap, extra["jt"])
-    return ref_cap, jt_cap
+    capture = cap.capture(model, run_ref if framework == "torch" else run_jt, framework, keep_inputs=True)[1]
+    _append(capture, extra)
+    return capture
+
+
+def run_eval_forward(pair, images, force_topk=True, measure_floor=False):
+    """Eval-mode forward and post-processing in both frameworks.
+    Returns (reference capture, twin capture, floor capture or None)."""
+    ref_cap = _eval_pass(pair, "torch", images)
+    with probes.forcing(_forced_decisions(ref_cap, force_topk, False)):
+        jt_cap = _eval_pass(pair, "jittor", images)
+    floor_cap = None
+    if measure_floor:
+        with probes.forcing(_forced_decisions(ref_cap, True, False)):
+            floor_cap = _eval_pass(pair, "torch", perturb_one_ulp(images))
+    return ref_cap, jt_cap, floor_cap
+
+
+def run_train_forward(pair, images, targets, noise_seed=0, force_topk=True, force_matcher=False,
+                      with_grads=True, measure_floor=False):
+    """Training forward, criterion and backward in both frameworks: module outputs,
+    probes, ``loss:`` terms and ``grad:`` tensors. With ``measure_floor`` the reference
+    runs a second time on the one-ulp-perturbed input with its own discrete decisions
+    forced, giving each tensor's noise floor. Returns (ref, twin, floor or None) captures."""
+    ref_cap = _train_pass(pair, "torch", images, targets, noise_seed, with_grads)
+    with probes.forcing(_forced_decisions(ref_cap, force_topk, force_matcher)):
+        jt_cap = _train_pass(pair, "jittor", images, targets, noise_seed, with_grads)
+    floor_cap = None
+    if measure_floor:
+        with probes.forcing(_forced_decisions(ref_cap, True, True)):
+            floor_cap = _train_pass(pair, "torch", perturb_one_ulp(images), targets, noise_seed, with_grads)
+    return ref_cap, jt_cap, floor_cap
+
+
+def noise_floors(ref_cap, floor_cap):
+    """``{name: max|ref - ref_perturbed|}`` for the float tensors of both captures."""
+    if floor_cap is None:
+        return {}
+    other = floor_cap.by_name()
+    floors = {}
+    for rec in ref_cap.records:
+        o = other.get(rec.name)
+        if (o is not None and rec.value.dtype.kind == "f" and o.value.shape == rec.value.shape
+                and rec.kind != "no-gradient" and o.kind != "no-gradient"):
+            diff = np.abs(rec.value.astype(np.float64) - o.value.astype(np.float64))
+            finite = np.isfinite(diff)
+            floors[rec.name] = float(diff[finite].max()) if finite.any() else 0.0
+    return floors
 
 
 def _append(capture, items):
@@ -262,13 +307,15 @@ def save_first_divergence(pair, ref_cap, results, out_dir):
     return {module: path}
 
 
-def compare(pair, mode, images, targets=None, noise_seed=0, force_topk=True, force_matcher=False, registry=None):
+def compare(pair, mode, images, targets=None, noise_seed=0, force_topk=True, force_matcher=False,
+            measure_floor=False, registry=None):
     """Run ``mode`` ('eval' or 'train') and judge; returns (results, ref_capture, jt_capture)."""
     registry = registry or load_registry()
     if mode == "eval":
-        ref_cap, jt_cap = run_eval_forward(pair, images, force_topk)
+        ref_cap, jt_cap, floor_cap = run_eval_forward(pair, images, force_topk, measure_floor)
     elif mode == "train":
-        ref_cap, jt_cap = run_train_forward(pair, images, targets, noise_seed, force_topk, force_matcher)
+        ref_cap, jt_cap, floor_cap = run_train_forward(pair, images, targets, noise_seed, force_topk, force_matcher,
+                                                       measure_floor=measure_floor)
     else:
         raise ValueError(f"unknown mode {mode!r}")
-    return judge_captures(ref_cap, jt_cap, registry), ref_cap, jt_cap
+    return judge_captures(ref_cap, jt_cap, registry, noise_floors(ref_cap, floor_cap)), ref_cap, jt_cap

@@ -2,11 +2,14 @@
 
 Rules live in ``parity/tolerances.yaml`` as an ordered list; each maps a glob
 pattern (``fnmatch``, case-sensitive, ``*`` also crosses dots) on a qualified tensor
-name to one of three kinds of threshold, always with a ``reason``:
+name to one of four kinds of threshold, always with a ``reason``:
 
 * ``{atol, rtol}``  element-wise, via :func:`parity.compare.compare_float`
 * ``{rel}``         norm-wise, via :func:`parity.compare.compare_norm` (gradients)
 * ``{exact: true}`` exact equality, via :func:`parity.compare.compare_exact`
+* ``{floor, atol}`` within ``floor`` times the reference's own noise floor (its change
+  under a float32-rounding-level input perturbation), via
+  :func:`parity.compare.compare_floor`; used only when that floor was measured
 
 The first matching rule wins. Integer and boolean arrays are always compared
 exactly, whatever rule matches their name.
@@ -23,11 +26,11 @@ from typing import Optional
 import numpy as np
 import yaml
 
-from parity.compare import compare_exact, compare_float, compare_norm
+from parity.compare import compare_exact, compare_float, compare_floor, compare_norm
 
 DEFAULT_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tolerances.yaml")
 
-_ALLOWED_KEYS = {"pattern", "atol", "rtol", "rel", "exact", "reason"}
+_ALLOWED_KEYS = {"pattern", "atol", "rtol", "rel", "exact", "floor", "reason"}
 
 
 class ToleranceConfigError(ValueError):
@@ -43,12 +46,15 @@ class Rule:
     rtol: Optional[float] = None
     rel: Optional[float] = None
     exact: bool = False
+    floor: Optional[float] = None
 
     @property
     def kind(self):
         """'exact', 'norm' or 'float': which comparison this rule asks for."""
         if self.exact:
             return "exact"
+        if self.floor is not None:
+            return "floor"
         if self.rel is not None:
             return "norm"
         return "float"
@@ -62,6 +68,8 @@ class Rule:
             return "exact"
         if self.kind == "norm":
             return f"rel {self.rel:g} (norm-wise)"
+        if self.kind == "floor":
+            return f"{self.floor:g} x reference noise floor + atol {self.atol or 0:g}"
         return f"atol {self.atol:g}, rtol {self.rtol:g}"
 
     def to_dict(self):
@@ -70,6 +78,8 @@ class Rule:
             entry["exact"] = True
         elif self.kind == "norm":
             entry["rel"] = self.rel
+        elif self.kind == "floor":
+            entry.update(floor=self.floor, atol=self.atol or 0.0)
         else:
             entry.update(atol=self.atol, rtol=self.rtol)
         entry["reason"] = self.reason
@@ -104,6 +114,11 @@ def parse_rule(entry, where="rule"):
     if not isinstance(reason, str) or not reason.strip():
         raise ToleranceConfigError(f"{where}: every rule needs a non-empty 'reason'")
 
+    if "floor" in entry:
+        if set(entry) - {"pattern", "floor", "atol", "reason"}:
+            raise ToleranceConfigError(f"{where}: a floor rule takes only 'floor' and 'atol'")
+        atol = _tolerance_value(entry, "atol", where) if "atol" in entry else 0.0
+        return Rule(pattern=pattern, reason=reason.strip(), floor=_tolerance_value(entry, "floor", where), atol=atol)
     has_float = "atol" in entry or "rtol" in entry
     has_norm = "rel" in entry
     has_exact = "exact" in entry
@@ -142,27 +157,30 @@ class Registry:
             raise ToleranceConfigError(f"{path}: expected a top-level 'rules:' list")
         return cls.from_entries(document["rules"])
 
-    def lookup(self, name):
-        """The first rule whose pattern matches ``name``; LookupError if none does."""
+    def lookup(self, name, with_floor=False):
+        """The first rule whose pattern matches ``name``; LookupError if none does.
+        Floor rules take part only ``with_floor`` (when a noise-floor run was made)."""
         for rule in self.rules:
-            if rule.matches(name):
+            if rule.matches(name) and (with_floor or rule.kind != "floor"):
                 return rule
         raise LookupError(f"no tolerance rule matches {name!r} (add a catch-all '*' rule)")
 
-    def judge(self, name, ref, test):
+    def judge(self, name, ref, test, floor=None):
         """Compare ``ref`` with ``test`` under the rule for ``name``.
 
         Integer/bool reference arrays always get an exact comparison (under
         :data:`INTEGER_RULE` unless the matched rule is itself exact).
         """
         ref, test = np.asarray(ref), np.asarray(test)
-        rule = self.lookup(name)
+        rule = self.lookup(name, with_floor=floor is not None)
         if rule.kind != "exact" and ref.dtype.kind in "iub":
             rule = INTEGER_RULE
         if rule.kind == "exact":
             result = compare_exact(name, ref, test)
         elif rule.kind == "norm":
             result = compare_norm(name, ref, test, rule.rel)
+        elif rule.kind == "floor":
+            result = compare_floor(name, ref, test, floor, rule.floor, rule.atol or 0.0)
         else:
             result = compare_float(name, ref, test, rule.atol, rule.rtol)
         result.rule = rule.pattern

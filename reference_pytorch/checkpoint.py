@@ -1,17 +1,20 @@
 """Model weights and training checkpoints for the reference.
 
 Model weights load from official layouts (``ema.module`` preferred, ``model``, or a
-bare state_dict) in ``.pth`` files or from this project's framework-neutral
-checkpoints; missing, unexpected and mis-shaped keys fail unless ``strict=False``.
+bare state_dict) in ``.pth`` files, from Jittor files written by ``rtdetr_jittor.convert``
+or from this project's framework-neutral checkpoints; missing, unexpected and
+mis-shaped keys fail unless ``strict=False``.
 Training checkpoints (``rtdetr_common.checkpoint_io``) hold NumPy arrays only, keyed
 by parameter name, so the Jittor twin can resume them.
 """
 import random
+import zipfile
 
 import numpy as np
 import torch
 
-from rtdetr_common.checkpoint_io import CheckpointError, read_checkpoint, write_checkpoint, FORMAT
+from rtdetr_common.checkpoint_io import (CheckpointError, check_optimizer_state, extract_model_state,  # noqa: F401
+                                         load_pickle, read_checkpoint, write_checkpoint)
 
 
 class StateDictError(RuntimeError):
@@ -23,49 +26,48 @@ def model_state_numpy(model):
     return {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
 
 
-def extract_model_state(obj):
-    """The model state_dict inside an official checkpoint object or one of ours."""
-    if isinstance(obj, dict) and obj.get("format") == FORMAT:
-        return obj["model"]
-    if isinstance(obj, dict) and isinstance(obj.get("ema"), dict) and "module" in obj["ema"]:
-        return obj["ema"]["module"]
-    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
-        return obj["model"]
-    if isinstance(obj, dict) and obj and all(hasattr(v, "shape") for v in obj.values()):
-        return obj
-    raise CheckpointError("no model weights found: expected ['ema']['module'], ['model'] or a bare state_dict")
-
-
 def read_weights(path):
-    """Model state_dict from an official ``.pth`` or one of our checkpoints."""
+    """Model state_dict from a torch ``.pth`` (zip format, read with ``weights_only=True``),
+    a pickle (ours, or a Jittor file written by ``rtdetr_jittor.convert``)."""
+    if not zipfile.is_zipfile(path):
+        return extract_model_state(load_pickle(path))
     try:
-        return extract_model_state(read_checkpoint(path))
-    except CheckpointError as ours:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise CheckpointError(f"cannot read weights from {path}: {ours}; as torch file: {e}") from e
-        return extract_model_state(obj)
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"cannot read torch file {path} (truncated or corrupt?): {type(e).__name__}: {e}") from e
+    return extract_model_state(obj)
 
 
-def load_model_state(model, state, strict=True):
-    """Load ``state`` (tensors or arrays); report and, if ``strict``, fail on any mismatch."""
+def _fits(want, got):
+    """Shapes agree, or a 0-d buffer meets Jittor's shape-[1] form of it."""
+    return tuple(want) == tuple(got) or (tuple(want) == () and tuple(got) == (1,))
+
+
+def load_model_state(model, state, strict=True, check_only=False):
+    """Load ``state`` (tensors or arrays); report and, if ``strict``, fail on any mismatch
+    (before loading anything). ``check_only``: report/fail, load nothing."""
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     mismatched = [(k, tuple(own[k].shape), tuple(np.shape(state[k]))) for k in own
-                  if k in state and tuple(own[k].shape) != tuple(np.shape(state[k]))]
+                  if k in state and not _fits(own[k].shape, np.shape(state[k]))]
     problems = {"missing": missing, "unexpected": unexpected, "mismatched": mismatched}
     if strict and (missing or unexpected or mismatched):
         raise StateDictError(
             f"state_dict does not match the model: {len(missing)} missing (e.g. {missing[:3]}), "
             f"{len(unexpected)} unexpected (e.g. {unexpected[:3]}), {len(mismatched)} mis-shaped "
             f"(e.g. {mismatched[:3]})")
+    if check_only:
+        return problems
     bad = {m[0] for m in mismatched}
-    tensors = {k: torch.as_tensor(np.asarray(v) if not torch.is_tensor(v) else v).to(own[k].dtype)
+    tensors = {k: _as_tensor(v).to(own[k].dtype).reshape(own[k].shape)
                for k, v in state.items() if k in own and k not in bad}
     model.load_state_dict(tensors, strict=False)
     return problems
+
+
+def _as_tensor(value):
+    return value.detach() if torch.is_tensor(value) else torch.as_tensor(np.asarray(value))
 
 
 def _optimizer_state_numpy(optimizer):
@@ -81,9 +83,8 @@ def _optimizer_state_numpy(optimizer):
 
 
 def _load_optimizer_state(optimizer, sd):
+    check_optimizer_state(optimizer.param_groups, sd)
     for group, saved in zip(optimizer.param_groups, sd["param_groups"]):
-        if list(group["names"]) != list(saved["names"]):
-            raise CheckpointError("optimizer state does not match the model's parameter groups")
         group.update({k: v for k, v in saved.items() if k != "names"})
     by_name = {n: p for g in optimizer.param_groups for n, p in zip(g["names"], g["params"])}
     optimizer.state.clear()
@@ -110,8 +111,18 @@ def save_training_checkpoint(path, model, optimizer=None, ema=None, lr_schedule=
 
 
 def load_training_checkpoint(path, model, optimizer=None, ema=None, lr_schedule=None):
-    """Restore a checkpoint (ours, from either framework) into the given objects."""
+    """Restore a checkpoint (ours, from either framework) into the given objects.
+    Everything is checked before anything is changed: a checkpoint of another
+    architecture raises ``CheckpointError`` naming keys, and nothing is loaded."""
     ckpt = read_checkpoint(path)
+    try:
+        load_model_state(model, ckpt["model"], strict=True, check_only=True)
+        if ema is not None and ckpt.get("ema"):
+            load_model_state(ema.module, ckpt["ema"]["module"], strict=True, check_only=True)
+    except StateDictError as e:
+        raise CheckpointError(f"{path} does not fit this model (another architecture or config?): {e}") from e
+    if optimizer is not None and ckpt.get("optimizer"):
+        check_optimizer_state(optimizer.param_groups, ckpt["optimizer"])
     load_model_state(model, ckpt["model"], strict=True)
     if ema is not None and ckpt.get("ema"):
         load_model_state(ema.module, ckpt["ema"]["module"], strict=True)

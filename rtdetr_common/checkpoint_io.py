@@ -3,6 +3,8 @@
 Both twins write this format, so a checkpoint written by one framework resumes in
 the other. Writes are atomic (temporary file, fsync, rename): a crash mid-save never
 destroys the previous file. Reads name the problem: a missing, truncated or foreign file.
+``extract_model_state`` finds the model weights inside any supported layout (official
+``['ema']['module']``, ``['model']``, a bare state_dict, or one of ours).
 """
 import os
 import pickle
@@ -38,18 +40,61 @@ def write_checkpoint(path, payload):
     save_atomic({"format": FORMAT, "version": VERSION, **payload}, path)
 
 
-def read_checkpoint(path):
-    """Read a checkpoint written by ``write_checkpoint``; fail with a clear reason."""
+def load_pickle(path):
+    """Unpickle ``path`` (ours, or a ``jt.save`` file); a missing or unreadable file raises
+    ``CheckpointError`` saying which. Trailing bytes after the pickle (Jittor's checksum) are ignored."""
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
         with open(path, "rb") as f:
-            obj = pickle.load(f)
-    except (EOFError, pickle.UnpicklingError, ValueError) as e:
+            return pickle.load(f)
+    except MemoryError:
+        raise
+    except Exception as e:  # a cut pickle fails in many ways: EOFError, UnpicklingError, ValueError, TypeError...
         raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({type(e).__name__}: {e})") from e
+
+
+def read_checkpoint(path):
+    """Read a checkpoint written by ``write_checkpoint``; fail with a clear reason."""
+    obj = load_pickle(path)
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a {FORMAT} file (for official .pth weights use the model-weights loader)")
     return obj
+
+
+def extract_model_state(obj):
+    """The model state_dict inside a checkpoint object: ours (``model``), official
+    (``['ema']['module']`` preferred, then ``['model']``) or a bare state_dict."""
+    if isinstance(obj, dict) and obj.get("format") == FORMAT:
+        return obj["model"]
+    if isinstance(obj, dict) and isinstance(obj.get("ema"), dict) and isinstance(obj["ema"].get("module"), dict):
+        return obj["ema"]["module"]
+    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+        return obj["model"]
+    if isinstance(obj, dict) and obj and all(hasattr(v, "shape") for v in obj.values()):
+        return obj
+    found = sorted(obj)[:8] if isinstance(obj, dict) else type(obj).__name__
+    raise CheckpointError("no model weights found: expected ['ema']['module'], ['model'] or a bare "
+                          f"state_dict of arrays; the file holds {found}")
+
+
+def check_optimizer_state(param_groups, sd):
+    """Raise ``CheckpointError`` unless the saved optimizer state ``sd`` has the groups of
+    ``param_groups`` (same parameter names, in order) and moments shaped like their
+    parameters. Works for torch and Jittor groups (``names`` and ``params`` lists)."""
+    saved_groups = sd["param_groups"]
+    if len(saved_groups) != len(param_groups):
+        raise CheckpointError(f"optimizer state has {len(saved_groups)} parameter groups, "
+                              f"the model's optimizer {len(param_groups)}")
+    for i, (group, saved) in enumerate(zip(param_groups, saved_groups)):
+        if list(group["names"]) != list(saved["names"]):
+            differ = sorted(set(group["names"]) ^ set(saved["names"]))
+            raise CheckpointError(f"optimizer group {i} does not match the model's parameters "
+                                  f"(names in one only, e.g. {differ[:3]}; or a different order)")
+    shapes = {n: tuple(p.shape) for g in param_groups for n, p in zip(g["names"], g["params"])}
+    for name, s in sd["state"].items():
+        if name not in shapes or tuple(getattr(s["exp_avg"], "shape", ())) != shapes[name]:
+            raise CheckpointError(f"optimizer moments of {name!r} do not fit the model's parameter")
 
 
 def check_state_shapes(model_shapes, state_shapes, what="checkpoint"):

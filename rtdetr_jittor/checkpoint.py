@@ -1,20 +1,22 @@
 """Model weights and training checkpoints for the Jittor twin.
 
 Model weights load from official layouts (``ema.module`` preferred, ``model``, or a
-bare state_dict) in ``.pth`` files or from this project's framework-neutral
-checkpoints; missing, unexpected and mis-shaped keys fail unless ``strict=False``.
-Training checkpoints (``rtdetr_common.checkpoint_io``) hold NumPy arrays only, keyed
-by parameter name and in torch conventions (``num_batches_tracked`` int64, 0-d), so
-the reference can resume them.
+bare state_dict) in ``.pth`` files (torch zip format), from Jittor files (``jt.save``
+pickles, as ``rtdetr_jittor.convert`` writes) or from this project's
+framework-neutral checkpoints; missing, unexpected and mis-shaped keys fail unless
+``strict=False``. Training checkpoints (``rtdetr_common.checkpoint_io``) hold NumPy
+arrays only, keyed by parameter name and in torch conventions (``num_batches_tracked``
+int64, 0-d), so the reference can resume them.
 """
 import random
 import zipfile
 
 import numpy as np
 
-from rtdetr_jittor._env import jt
-from rtdetr_common.checkpoint_io import CheckpointError, read_checkpoint, write_checkpoint, FORMAT
-from rtdetr_jittor.compat import StateDictError, load_state_dict_checked  # noqa: F401  (re-exported)
+from rtdetr_jittor._env import jt  # noqa: F401  (Jittor set up before jittor_utils is used)
+from rtdetr_common.checkpoint_io import (CheckpointError, check_optimizer_state, extract_model_state,  # noqa: F401
+                                         load_pickle, read_checkpoint, write_checkpoint)
+from rtdetr_jittor.compat import StateDictError, describe_state_dict_problems, load_state_dict_checked  # noqa: F401
 
 
 def model_state_numpy(model):
@@ -28,36 +30,37 @@ def model_state_numpy(model):
     return out
 
 
-def extract_model_state(obj):
-    """The model state_dict inside an official checkpoint object or one of ours."""
-    if isinstance(obj, dict) and obj.get("format") == FORMAT:
-        return obj["model"]
-    if isinstance(obj, dict) and isinstance(obj.get("ema"), dict) and "module" in obj["ema"]:
-        return obj["ema"]["module"]
-    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
-        return obj["model"]
-    if isinstance(obj, dict) and obj and all(hasattr(v, "shape") for v in obj.values()):
-        return obj
-    raise CheckpointError("no model weights found: expected ['ema']['module'], ['model'] or a bare state_dict")
-
-
 def read_weights(path):
-    """Model state_dict from an official ``.pth`` (torch zip format) or one of our checkpoints."""
+    """Model state_dict from a torch ``.pth`` (zip format), a Jittor ``jt.save`` file or one
+    of our checkpoints."""
+    if not zipfile.is_zipfile(path):
+        return extract_model_state(load_pickle(path))
+    from jittor_utils.load_pytorch import load_pytorch  # reads torch's zip format without torch
     try:
-        return extract_model_state(read_checkpoint(path))
-    except CheckpointError as ours:
-        if not zipfile.is_zipfile(path):
-            raise
-        try:
-            obj = jt.load(path)
-        except Exception as e:
-            raise CheckpointError(f"cannot read weights from {path}: {ours}; as torch file: {e}") from e
-        return extract_model_state(obj)
+        obj = load_pytorch(path)
+    except Exception as e:
+        raise CheckpointError(f"cannot read torch file {path} (truncated or corrupt?): {type(e).__name__}: {e}") from e
+    return extract_model_state(obj)
 
 
-def load_model_state(model, state, strict=True):
-    """Load ``state`` (arrays, Vars or tensors); report and, if ``strict``, fail on any mismatch."""
-    return load_state_dict_checked(model, state, strict=strict)
+def load_model_state(model, state, strict=True, check_only=False):
+    """Load ``state`` (arrays, Vars or tensors); report and, if ``strict``, fail on any
+    mismatch (before loading anything). ``check_only``: report/fail, load nothing."""
+    if not check_only:
+        return load_state_dict_checked(model, state, strict=strict)
+    own = model.state_dict()
+    problems = {"missing": [k for k in own if k not in state],
+                "unexpected": [k for k in state if k not in own],
+                "mismatched": [(k, tuple(v.shape), tuple(np.shape(state[k]))) for k, v in own.items()
+                               if k in state and not _fits(v.shape, np.shape(state[k]))]}
+    if strict and any(problems.values()):
+        raise StateDictError(describe_state_dict_problems(problems))
+    return problems
+
+
+def _fits(want, got):
+    """Shapes agree, or a shape-[1] Var meets torch's 0-d form of it."""
+    return tuple(want) == tuple(got) or (tuple(want) == (1,) and tuple(got) == ())
 
 
 def save_training_checkpoint(path, model, optimizer=None, ema=None, lr_schedule=None, epoch=0, step=0, extra=None):
@@ -76,17 +79,24 @@ def save_training_checkpoint(path, model, optimizer=None, ema=None, lr_schedule=
 
 
 def load_training_checkpoint(path, model, optimizer=None, ema=None, lr_schedule=None):
-    """Restore a checkpoint (ours, from either framework) into the given objects."""
+    """Restore a checkpoint (ours, from either framework) into the given objects.
+    Everything is checked before anything is changed: a checkpoint of another
+    architecture raises ``CheckpointError`` naming keys, and nothing is loaded."""
     ckpt = read_checkpoint(path)
+    try:
+        load_model_state(model, ckpt["model"], strict=True, check_only=True)
+        if ema is not None and ckpt.get("ema"):
+            load_model_state(ema.module, ckpt["ema"]["module"], strict=True, check_only=True)
+    except StateDictError as e:
+        raise CheckpointError(f"{path} does not fit this model (another architecture or config?): {e}") from e
+    if optimizer is not None and ckpt.get("optimizer"):
+        check_optimizer_state(optimizer.param_groups, ckpt["optimizer"])
     load_model_state(model, ckpt["model"], strict=True)
     if ema is not None and ckpt.get("ema"):
         load_model_state(ema.module, ckpt["ema"]["module"], strict=True)
         ema.updates = int(ckpt["ema"]["updates"])
     if optimizer is not None and ckpt.get("optimizer"):
-        try:
-            optimizer.load_state_dict(ckpt["optimizer"])
-        except ValueError as e:
-            raise CheckpointError(str(e)) from e
+        optimizer.load_state_dict(ckpt["optimizer"])
     if lr_schedule is not None and ckpt.get("lr_schedule"):
         lr_schedule.load_state_dict(ckpt["lr_schedule"])
     rng = ckpt.get("rng") or {}

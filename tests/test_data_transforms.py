@@ -19,6 +19,7 @@ from rtdetr_common.data.photometric import (
 )
 from rtdetr_common.data.tensor_conversion import ConvertDtype, ToImageTensor
 from rtdetr_common.data.transforms import Compose, build_transforms
+from tests.strategies import st_floats
 
 REPO = Path(__file__).resolve().parents[1]
 RED = (255, 0, 0)
@@ -116,7 +117,7 @@ def test_geometric_ops_keep_the_box_on_its_pixels(scene, seed):
 @settings(deadline=None)
 @given(
     boxes=st.lists(
-        st.tuples(st.floats(-20, 140), st.floats(-20, 140), st.floats(0, 80), st.floats(0, 80)),
+        st.tuples(st_floats(-20, 140), st_floats(-20, 140), st_floats(0, 80), st_floats(0, 80)),
         min_size=0,
         max_size=6,
     ),

@@ -10,6 +10,7 @@ from hypothesis.extra import numpy as hnp
 
 from parity.compare import (compare_assignment, compare_exact, compare_float, compare_norm,
                             compare_topk_selection, cosine_similarity)
+from tests.strategies import st_floats
 
 # Every value below is a dyadic rational (exact in binary), so equality checks are exact.
 # A nudge "just below" a threshold is 2**-30: a single-ulp nudge of atol would be lost
@@ -202,18 +203,18 @@ def test_assignment_invalid_test_side_fails(test_rows, test_cols, fragment):
 
 finite_arrays = hnp.arrays(
     dtype=np.float64, shape=hnp.array_shapes(min_dims=1, max_dims=3, max_side=5),
-    elements=st.floats(-1e3, 1e3, allow_nan=False))
+    elements=st_floats(-1e3, 1e3, allow_nan=False))
 
 
 @given(hnp.arrays(dtype=np.float32, shape=hnp.array_shapes(max_dims=3, max_side=5),
-                  elements=st.floats(width=32, allow_nan=True, allow_infinity=True)))
+                  elements=st_floats(width=32, allow_nan=True, allow_infinity=True)))
 def test_identical_arrays_always_pass(array):
     result = compare_float("t", array, array.copy(), atol=0.0, rtol=0.0)
     assert result.passed
     assert result.metrics["max_abs"] == 0.0
 
 
-@given(finite_arrays, st.floats(1e-6, 1.0), st.floats(0.0, 1.0), st.data(), st.floats(0.01, 10.0))
+@given(finite_arrays, st_floats(1e-6, 1.0), st_floats(0.0, 1.0), st.data(), st_floats(0.01, 10.0))
 def test_perturbation_beyond_tolerance_always_fails(ref, atol, rtol, data, excess):
     index = data.draw(st.integers(0, ref.size - 1))
     test = ref.copy().ravel()
@@ -224,9 +225,9 @@ def test_perturbation_beyond_tolerance_always_fails(ref, atol, rtol, data, exces
     assert result.metrics["n_outside"] == 1
 
 
-@given(finite_arrays, st.floats(1e-6, 1.0), st.floats(0.0, 1.0), st.data())
+@given(finite_arrays, st_floats(1e-6, 1.0), st_floats(0.0, 1.0), st.data())
 def test_perturbation_inside_tolerance_always_passes(ref, atol, rtol, data):
-    fractions = data.draw(hnp.arrays(np.float64, ref.shape, elements=st.floats(-0.99, 0.99)))
+    fractions = data.draw(hnp.arrays(np.float64, ref.shape, elements=st_floats(-0.99, 0.99)))
     test = ref + fractions * (atol + rtol * np.abs(ref))
     result = compare_float("t", ref, test, atol=atol, rtol=rtol)
     assert result.passed

@@ -1,8 +1,14 @@
 """Exponential moving average of the model's weights with warm-up (official ModelEMA):
 decay_t = decay * (1 - exp(-t / warmups)), applied to every floating-point entry of
-the state_dict (buffers included)."""
+the state_dict (buffers included).
+
+The copy shares, rather than copies, the model's sources of randomness (a Python
+module such as ``numpy.random`` as ``size_sampler``, or a noise object): modules
+cannot be deep-copied, and the averaged model runs in eval mode, where neither is used.
+"""
 import copy
 import math
+import types
 
 import torch
 
@@ -11,7 +17,7 @@ class ModelEMA:
     """Keeps ``module``, an averaged copy of the model, in eval mode and frozen."""
 
     def __init__(self, model, decay=0.9999, warmups=2000):
-        self.module = copy.deepcopy(model).eval()
+        self.module = _copy_model(model).eval()
         for p in self.module.parameters():
             p.requires_grad_(False)
         self.decay = decay
@@ -37,3 +43,16 @@ class ModelEMA:
     def load_state_dict(self, state):
         self.module.load_state_dict(state["module"], strict=True)
         self.updates = int(state["updates"])
+
+
+SHARED_ATTRIBUTES = ("size_sampler", "denoising_noise")
+
+
+def _copy_model(model):
+    """Deep copy of ``model`` whose RNG attributes (``SHARED_ATTRIBUTES``, modules) are shared."""
+    memo = {}
+    for m in model.modules():
+        for name, value in vars(m).items():
+            if name in SHARED_ATTRIBUTES or isinstance(value, types.ModuleType):
+                memo[id(value)] = value
+    return copy.deepcopy(model, memo)
