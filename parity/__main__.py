@@ -40,7 +40,7 @@ def compare_command(args):
         results, ref_cap, _ = compare(pair, args.mode, images, targets, noise_seed=args.seed,
                                       force_topk=not args.no_force_topk, force_matcher=args.force_matcher,
                                       measure_floor=not args.no_floor)
-        saved = save_first_divergence(pair, ref_cap, results, run_dir)
+        saved = save_first_divergence(pair, args.mode, images, targets, args.seed, ref_cap, results, run_dir)
     report = build_report(
         results, run=run_name,
         config={"path": args.config, "weights": "fresh init" if args.fresh_init else f"realistic random (seed {args.seed})"},

@@ -4,8 +4,8 @@ Module paths are identical in both twins by construction, so the records of the
 two frameworks line up by name. Records come in execution order (a module's output
 is recorded when its forward returns, so children precede parents). A module or probe
 called more than once gets ``#1``, ``#2``... suffixes. Outputs that are tuples, lists or
-dicts are flattened to ``name.0``, ``name.key``. Module inputs are kept too, so the
-first diverging module can be rerun alone.
+dicts are flattened to ``name.0``, ``name.key``. Inputs of chosen modules can be kept,
+so the first diverging module can be rerun alone.
 """
 from dataclasses import dataclass, field
 
@@ -73,8 +73,10 @@ def _named_modules(model):
     return [(n, m) for n, m in model.named_modules() if n]
 
 
-def capture(model, run, framework, keep_inputs=True, prefix=""):
-    """Call ``run()`` with hooks on every submodule and a probe recorder; return (result, Capture)."""
+def capture(model, run, framework, inputs_of=(), prefix=""):
+    """Call ``run()`` with hooks on every submodule and a probe recorder; return (result, Capture).
+    Inputs are kept only for the module paths in ``inputs_of`` (they cost as much memory
+    as the outputs, and only the first diverging module's are needed)."""
     to_numpy = torch_to_numpy if framework == "torch" else jittor_to_numpy
     cap = Capture()
     calls = {}
@@ -86,7 +88,7 @@ def capture(model, run, framework, keep_inputs=True, prefix=""):
             name = f"{prefix}{path}" + (f"#{n}" if n else "")
             for sub, array in flatten(name, output, to_numpy):
                 cap.records.append(Record(sub, array, path, "module"))
-            if keep_inputs and n == 0:
+            if path in inputs_of and n == 0:
                 cap.inputs[path] = [a for _, a in flatten("in", list(inputs), to_numpy)]
         return hook
 

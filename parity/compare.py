@@ -431,9 +431,9 @@ def compare_assignment(ref_rows, ref_cols, test_rows, test_cols, cost, atol=0.0,
     return Result(metrics=metrics, passed=passed, note=note, **base)
 
 
-def compare_floor(name, ref, test, floor, factor, atol=0.0):
+def compare_floor(name, ref, test, floor, factor, atol=0.0, rtol=0.0):
     """Judge against the reference's own sensitivity: pass when
-    ``max|ref - test| <= factor * max|ref - ref_perturbed| + atol``.
+    ``max|ref - test| <= factor * max|ref - ref_perturbed| + atol + rtol * max|ref|``.
 
     ``floor`` is ``max|ref - ref_perturbed|``: how far the reference itself moves when
     its input is perturbed at the float32 rounding level. No float32 implementation
@@ -441,7 +441,7 @@ def compare_floor(name, ref, test, floor, factor, atol=0.0):
     (no perturbed run was made) fails with a note rather than passing unjudged.
     """
     ref, test = np.asarray(ref), np.asarray(test)
-    tolerance = {"floor_factor": float(factor), "atol": float(atol),
+    tolerance = {"floor_factor": float(factor), "atol": float(atol), "rtol": float(rtol),
                  "floor": None if floor is None else float(floor)}
     problem = _layout_problem(ref, test)
     if problem is None and floor is None:
@@ -454,11 +454,12 @@ def compare_floor(name, ref, test, floor, factor, atol=0.0):
     max_abs = float(difference.max()) if difference.size else 0.0
     if nonfinite_mismatches:
         max_abs = math.inf
-    allowed = factor * float(floor) + atol
+    scale = float(np.abs(ref64[finite]).max()) if ref64[finite].size else 0.0
+    allowed = factor * float(floor) + atol + rtol * scale
     tol_ratio = float(_ratio(max_abs, allowed))
     passed = max_abs <= allowed
     note = "" if passed else (f"{nonfinite_mismatches} NaN/Inf value(s) not matched" if nonfinite_mismatches
-                              else f"max_abs {max_abs:.3g} > {factor:g} x floor {float(floor):.3g} + {atol:g}")
+                              else f"max_abs {max_abs:.3g} > {factor:g} x floor {float(floor):.3g} + {atol:g} + {rtol:g} x {scale:.3g}")
     metrics = {"max_abs": max_abs, "floor": float(floor), "over_floor": float(_ratio(max_abs, float(floor))),
                "mean_abs": float(difference.mean()) if difference.size else 0.0,
                "cosine": cosine_similarity(ref64[finite], test64[finite]),

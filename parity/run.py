@@ -160,7 +160,13 @@ def judge_captures(ref_cap, jt_cap, registry, floors=None):
     return results
 
 
-def perturb_one_ulp(images, seed=12345):
+# How many one-ulp perturbations of the input measure the reference's noise floor:
+# where an output or gradient sits near a kink (ReLU at 0, a sampling point crossing a
+# pixel edge) its sensitivity is heavy-tailed, and one sample underestimates it.
+FLOOR_RUNS = 3
+
+
+def perturb_one_ulp(images, seed=0):
     """Every pixel moved by one float32 ulp, up or down at random: the smallest change
     of the input that float32 can express, used to measure the reference's noise floor."""
     rng = np.random.default_rng(seed)
@@ -168,7 +174,7 @@ def perturb_one_ulp(images, seed=12345):
     return np.nextafter(images, direction).astype(np.float32)
 
 
-def _eval_pass(pair, framework, images):
+def _eval_pass(pair, framework, images, inputs_of=()):
     sizes = np.array([[images.shape[3], images.shape[2]]] * images.shape[0], np.float32)
     if framework == "torch":
         import torch
@@ -189,10 +195,10 @@ def _eval_pass(pair, framework, images):
                 out = model(jt.array(images.copy()))
                 probes.record("output", {"pred_logits": out["pred_logits"], "pred_boxes": out["pred_boxes"]})
                 pair.jt.postprocessor(out, jt.array(sizes))
-    return cap.capture(model, run, framework)[1]
+    return cap.capture(model, run, framework, inputs_of)[1]
 
 
-def _train_pass(pair, framework, images, targets, noise_seed, with_grads):
+def _train_pass(pair, framework, images, targets, noise_seed, with_grads, inputs_of=()):
     extra = []
     if framework == "torch":
         import torch
@@ -201,8 +207,11 @@ def _train_pass(pair, framework, images, targets, noise_seed, with_grads):
         from rtdetr_jittor._env import jt
         model = pair.jt.model
         model.train()
+    # Training updates BatchNorm statistics: every pass starts from the pair's weights.
+    (load_into_torch if framework == "torch" else load_into_jittor)(model, pair.weights)
     model.decoder.denoising_noise = NumpyDenoisingNoise(noise_seed)
     model.size_sampler = NumpySizeSampler(noise_seed)
+    model.multi_scale = None  # compare at the requested size; the resize itself is one nearest interpolate
 
     def run_ref():
         out = model(torch.from_numpy(images.copy()), torch_targets(targets))
@@ -233,53 +242,53 @@ def _train_pass(pair, framework, images, targets, noise_seed, with_grads):
                 arr = g.numpy().copy()
                 extra.append((f"grad:{n}", arr if np.any(arr != 0) else None))
 
-    capture = cap.capture(model, run_ref if framework == "torch" else run_jt, framework, keep_inputs=True)[1]
+    capture = cap.capture(model, run_ref if framework == "torch" else run_jt, framework, inputs_of)[1]
     _append(capture, extra)
     return capture
 
 
 def run_eval_forward(pair, images, force_topk=True, measure_floor=False):
     """Eval-mode forward and post-processing in both frameworks.
-    Returns (reference capture, twin capture, floor capture or None)."""
+    Returns (reference capture, twin capture, list of floor captures)."""
     ref_cap = _eval_pass(pair, "torch", images)
     with probes.forcing(_forced_decisions(ref_cap, force_topk, False)):
         jt_cap = _eval_pass(pair, "jittor", images)
-    floor_cap = None
-    if measure_floor:
+    floor_caps = []
+    for seed in range(FLOOR_RUNS if measure_floor else 0):
         with probes.forcing(_forced_decisions(ref_cap, True, False)):
-            floor_cap = _eval_pass(pair, "torch", perturb_one_ulp(images))
-    return ref_cap, jt_cap, floor_cap
+            floor_caps.append(_eval_pass(pair, "torch", perturb_one_ulp(images, seed)))
+    return ref_cap, jt_cap, floor_caps
 
 
 def run_train_forward(pair, images, targets, noise_seed=0, force_topk=True, force_matcher=False,
                       with_grads=True, measure_floor=False):
     """Training forward, criterion and backward in both frameworks: module outputs,
     probes, ``loss:`` terms and ``grad:`` tensors. With ``measure_floor`` the reference
-    runs a second time on the one-ulp-perturbed input with its own discrete decisions
-    forced, giving each tensor's noise floor. Returns (ref, twin, floor or None) captures."""
+    also runs on ``FLOOR_RUNS`` one-ulp-perturbed inputs with its own discrete decisions
+    forced, giving each tensor's noise floor. Returns (ref capture, twin capture, list of floor captures)."""
     ref_cap = _train_pass(pair, "torch", images, targets, noise_seed, with_grads)
     with probes.forcing(_forced_decisions(ref_cap, force_topk, force_matcher)):
         jt_cap = _train_pass(pair, "jittor", images, targets, noise_seed, with_grads)
-    floor_cap = None
-    if measure_floor:
+    floor_caps = []
+    for seed in range(FLOOR_RUNS if measure_floor else 0):
         with probes.forcing(_forced_decisions(ref_cap, True, True)):
-            floor_cap = _train_pass(pair, "torch", perturb_one_ulp(images), targets, noise_seed, with_grads)
-    return ref_cap, jt_cap, floor_cap
+            floor_caps.append(_train_pass(pair, "torch", perturb_one_ulp(images, seed), targets, noise_seed, with_grads))
+    return ref_cap, jt_cap, floor_caps
 
 
-def noise_floors(ref_cap, floor_cap):
-    """``{name: max|ref - ref_perturbed|}`` for the float tensors of both captures."""
-    if floor_cap is None:
-        return {}
-    other = floor_cap.by_name()
+def noise_floors(ref_cap, floor_caps):
+    """``{name: max over perturbed runs of max|ref - ref_perturbed|}`` for float tensors."""
     floors = {}
-    for rec in ref_cap.records:
-        o = other.get(rec.name)
-        if (o is not None and rec.value.dtype.kind == "f" and o.value.shape == rec.value.shape
-                and rec.kind != "no-gradient" and o.kind != "no-gradient"):
-            diff = np.abs(rec.value.astype(np.float64) - o.value.astype(np.float64))
-            finite = np.isfinite(diff)
-            floors[rec.name] = float(diff[finite].max()) if finite.any() else 0.0
+    for floor_cap in floor_caps:
+        other = floor_cap.by_name()
+        for rec in ref_cap.records:
+            o = other.get(rec.name)
+            if (o is not None and rec.value.dtype.kind == "f" and o.value.shape == rec.value.shape
+                    and rec.kind != "no-gradient" and o.kind != "no-gradient"):
+                diff = np.abs(rec.value.astype(np.float64) - o.value.astype(np.float64))
+                finite = np.isfinite(diff)
+                value = float(diff[finite].max()) if finite.any() else 0.0
+                floors[rec.name] = max(floors.get(rec.name, 0.0), value)
     return floors
 
 
@@ -291,18 +300,26 @@ def _append(capture, items):
             capture.records.append(cap.Record(name, value, name, "extra"))
 
 
-def save_first_divergence(pair, ref_cap, results, out_dir):
-    """Save the inputs and weights of the first diverging module, for ``parity rerun``."""
+def save_first_divergence(pair, mode, images, targets, noise_seed, ref_cap, results, out_dir, force_topk=True):
+    """Rerun the reference keeping the first diverging module's inputs, and save them
+    with its weights for ``python -m parity rerun``. Returns ``{module: path}``."""
     first = next((r for r in results if not r.passed), None)
     if first is None:
         return {}
     module = next((rec.module for rec in ref_cap.records if rec.name == first.name and rec.kind == "module"), None)
-    if module is None or module not in ref_cap.inputs:
+    if module is None:
+        return {}
+    with probes.forcing(_forced_decisions(ref_cap, True, mode == "train")):
+        if mode == "eval":
+            rerun = _eval_pass(pair, "torch", images, inputs_of=(module,))
+        else:
+            rerun = _train_pass(pair, "torch", images, targets, noise_seed, False, inputs_of=(module,))
+    if module not in rerun.inputs:
         return {}
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, f"first_divergence_{module}.npz")
     weights = {f"w:{k[len(module) + 1:]}": v for k, v in pair.weights.items() if k.startswith(module + ".")}
-    inputs = {f"in:{i}": a for i, a in enumerate(ref_cap.inputs[module])}
+    inputs = {f"in:{i}": a for i, a in enumerate(rerun.inputs[module])}
     np.savez(path, __module__=np.array(module), __config__=np.array(pair.config), **weights, **inputs)
     return {module: path}
 
@@ -312,10 +329,10 @@ def compare(pair, mode, images, targets=None, noise_seed=0, force_topk=True, for
     """Run ``mode`` ('eval' or 'train') and judge; returns (results, ref_capture, jt_capture)."""
     registry = registry or load_registry()
     if mode == "eval":
-        ref_cap, jt_cap, floor_cap = run_eval_forward(pair, images, force_topk, measure_floor)
+        ref_cap, jt_cap, floor_caps = run_eval_forward(pair, images, force_topk, measure_floor)
     elif mode == "train":
-        ref_cap, jt_cap, floor_cap = run_train_forward(pair, images, targets, noise_seed, force_topk, force_matcher,
-                                                       measure_floor=measure_floor)
+        ref_cap, jt_cap, floor_caps = run_train_forward(pair, images, targets, noise_seed, force_topk, force_matcher,
+                                                        measure_floor=measure_floor)
     else:
         raise ValueError(f"unknown mode {mode!r}")
-    return judge_captures(ref_cap, jt_cap, registry, noise_floors(ref_cap, floor_cap)), ref_cap, jt_cap
+    return judge_captures(ref_cap, jt_cap, registry, noise_floors(ref_cap, floor_caps)), ref_cap, jt_cap

@@ -7,7 +7,7 @@ name to one of four kinds of threshold, always with a ``reason``:
 * ``{atol, rtol}``  element-wise, via :func:`parity.compare.compare_float`
 * ``{rel}``         norm-wise, via :func:`parity.compare.compare_norm` (gradients)
 * ``{exact: true}`` exact equality, via :func:`parity.compare.compare_exact`
-* ``{floor, atol}`` within ``floor`` times the reference's own noise floor (its change
+* ``{floor, atol, rtol}`` within ``floor`` times the reference's own noise floor (its change
   under a float32-rounding-level input perturbation), via
   :func:`parity.compare.compare_floor`; used only when that floor was measured
 
@@ -69,7 +69,7 @@ class Rule:
         if self.kind == "norm":
             return f"rel {self.rel:g} (norm-wise)"
         if self.kind == "floor":
-            return f"{self.floor:g} x reference noise floor + atol {self.atol or 0:g}"
+            return f"{self.floor:g} x reference noise floor + atol {self.atol or 0:g} + rtol {self.rtol or 0:g} x max|ref|"
         return f"atol {self.atol:g}, rtol {self.rtol:g}"
 
     def to_dict(self):
@@ -79,7 +79,7 @@ class Rule:
         elif self.kind == "norm":
             entry["rel"] = self.rel
         elif self.kind == "floor":
-            entry.update(floor=self.floor, atol=self.atol or 0.0)
+            entry.update(floor=self.floor, atol=self.atol or 0.0, rtol=self.rtol or 0.0)
         else:
             entry.update(atol=self.atol, rtol=self.rtol)
         entry["reason"] = self.reason
@@ -115,10 +115,12 @@ def parse_rule(entry, where="rule"):
         raise ToleranceConfigError(f"{where}: every rule needs a non-empty 'reason'")
 
     if "floor" in entry:
-        if set(entry) - {"pattern", "floor", "atol", "reason"}:
-            raise ToleranceConfigError(f"{where}: a floor rule takes only 'floor' and 'atol'")
+        if set(entry) - {"pattern", "floor", "atol", "rtol", "reason"}:
+            raise ToleranceConfigError(f"{where}: a floor rule takes only 'floor', 'atol' and 'rtol'")
         atol = _tolerance_value(entry, "atol", where) if "atol" in entry else 0.0
-        return Rule(pattern=pattern, reason=reason.strip(), floor=_tolerance_value(entry, "floor", where), atol=atol)
+        rtol = _tolerance_value(entry, "rtol", where) if "rtol" in entry else 0.0
+        return Rule(pattern=pattern, reason=reason.strip(), floor=_tolerance_value(entry, "floor", where),
+                    atol=atol, rtol=rtol)
     has_float = "atol" in entry or "rtol" in entry
     has_norm = "rel" in entry
     has_exact = "exact" in entry
@@ -180,7 +182,7 @@ class Registry:
         elif rule.kind == "norm":
             result = compare_norm(name, ref, test, rule.rel)
         elif rule.kind == "floor":
-            result = compare_floor(name, ref, test, floor, rule.floor, rule.atol or 0.0)
+            result = compare_floor(name, ref, test, floor, rule.floor, rule.atol or 0.0, rule.rtol or 0.0)
         else:
             result = compare_float(name, ref, test, rule.atol, rule.rtol)
         result.rule = rule.pattern

@@ -68,7 +68,7 @@ class Engine:
         grad_norm = optimizer_update(loss, self.optimizer, self.clip_max_norm)
         if self.ema is not None:
             self.ema.update(self.model)
-        return {"loss": float(loss), "losses": {k: float(v) for k, v in loss_dict.items()},
+        return {"loss": float(loss.detach()), "losses": {k: float(v.detach()) for k, v in loss_dict.items()},
                 "grad_norm": grad_norm, "lr": self.lr_schedule.current_lrs()[0]}
 
     def end_epoch(self):

@@ -103,6 +103,11 @@ def trainable_named_parameters(module):
     return [(n, p) for n, p in module.named_parameters() if not p.is_stop_grad()]
 
 
+def _const(value, dtype):
+    """A one-element Var holding ``value`` in ``dtype`` (a Python float would become float32)."""
+    return jt.array(np.array([value]), dtype=str(dtype))
+
+
 class BatchNorm2d(nn.Module):
     """BatchNorm2d matching torch: two-pass batch variance, unbiased running variance,
     ``num_batches_tracked``; momentum 0.1, eps 1e-5."""
@@ -121,17 +126,19 @@ class BatchNorm2d(nn.Module):
         if self.is_training():
             # Statistics accumulated in float64: Jittor sums naively, which at ~1e5 elements
             # per channel made the float32 mean ~100x less accurate than torch's.
+            # Sums divided by n, not mean(): Jittor's mean() backward uses a float32 1/n.
             x64 = x.float64()
-            mean64 = x64.mean(dims=(0, 2, 3))
+            n = x.numel() // x.shape[1]
+            mean64 = x64.sum(dims=(0, 2, 3)) / n
             centered64 = x64 - mean64.reshape(1, -1, 1, 1)
             mean = mean64.astype(x.dtype)
-            var = (centered64 * centered64).mean(dims=(0, 2, 3)).astype(x.dtype)
+            var = ((centered64 * centered64).sum(dims=(0, 2, 3)) / n).astype(x.dtype)
             centered = x - mean.reshape(1, -1, 1, 1)
-            n = x.numel() // x.shape[1]
-            unbiased = var * (n / max(n - 1, 1))
-            m = self.momentum
-            self.running_mean.update((self.running_mean * (1 - m) + mean * m).detach())
-            self.running_var.update((self.running_var * (1 - m) + unbiased * m).detach())
+            # Jittor makes Python floats float32 constants; these are exact in x's dtype (float64 runs)
+            unbiased = var * _const(n / max(n - 1, 1), x.dtype)
+            m, keep = _const(self.momentum, x.dtype), _const(1 - self.momentum, x.dtype)
+            self.running_mean.update((self.running_mean * keep + mean * m).detach())
+            self.running_var.update((self.running_var * keep + unbiased * m).detach())
             self.num_batches_tracked.update((self.num_batches_tracked + 1).detach())
             inv = 1.0 / jt.sqrt(var + self.eps)
             out = centered * inv.reshape(1, -1, 1, 1)
@@ -153,9 +160,10 @@ class LayerNorm(nn.Module):
     def execute(self, x):
         # float64 statistics: float32 ones over 256 features with mean >> std were 6x less accurate than torch
         x64 = x.float64()
-        mean64 = x64.mean(dim=-1, keepdims=True)
+        d = x.shape[-1]
+        mean64 = x64.sum(dim=-1, keepdims=True) / d  # not mean(): its backward uses a float32 1/d
         centered64 = x64 - mean64
-        var = (centered64 * centered64).mean(dim=-1, keepdims=True).astype(x.dtype)
+        var = ((centered64 * centered64).sum(dim=-1, keepdims=True) / d).astype(x.dtype)
         centered = x - mean64.astype(x.dtype)
         return centered / jt.sqrt(var + self.eps) * self.weight + self.bias
 
@@ -395,3 +403,28 @@ class Embedding(nn.Module):
             row = (jt.arange(self.num_embeddings) == self.padding_idx).reshape(-1, 1)
             weight = jt.where(row.broadcast(weight.shape), weight.detach(), weight)
         return weight[x]
+
+
+class AvgPool2d(nn.Module):
+    """``torch.nn.AvgPool2d(k, k, 0, ceil_mode)`` (kernel == stride, no padding) for any
+    input size: Jittor's pool raises on maps no larger than the kernel (the ResNet-vd
+    shortcut's 2x2 pool on a 2x2 map, i.e. 32-pixel images). Windows cut by ceil_mode
+    average only their in-bounds values, as torch's."""
+
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False):
+        stride = kernel_size if stride is None else stride
+        assert stride == kernel_size and padding == 0, "only kernel_size == stride and padding 0"
+        self.kernel_size = kernel_size
+        self.ceil_mode = ceil_mode
+
+    def execute(self, x):
+        k = self.kernel_size
+        n, c, h, w = x.shape
+        oh, ow = (-(-h // k), -(-w // k)) if self.ceil_mode else (h // k, w // k)
+        x = x[:, :, :min(h, oh * k), :min(w, ow * k)]
+        if oh * k > h or ow * k > w:
+            x = nn.pad(x, (0, ow * k - x.shape[3], 0, oh * k - x.shape[2]))
+        sums = x.reshape(n, c, oh, k, ow, k).sum(dims=(3, 5))
+        rows = np.minimum(np.arange(1, oh + 1) * k, h) - np.arange(oh) * k
+        cols = np.minimum(np.arange(1, ow + 1) * k, w) - np.arange(ow) * k
+        return sums / jt.array((rows[:, None] * cols[None, :]).astype(np.float32))

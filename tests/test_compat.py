@@ -233,6 +233,36 @@ def test_batchnorm2d_batch_statistics_are_as_accurate_as_torch_at_realistic_size
     assert jt_err < 1e-5
 
 
+def test_batchnorm2d_and_layernorm_are_exact_in_float64():
+    """Jittor's mean() backward and Python-float constants are float32 even on float64
+    Vars; the shims avoid both, so a float64 model can be compared with torch's tightly."""
+    rng = np.random.default_rng(5)
+    x = rng.normal(3, 2, (2, 3, 5, 7))  # 70 values per channel: 1/70 is inexact in float32
+    w = rng.normal(0, 1, x.shape)
+    tbn = torch.nn.BatchNorm2d(3).double().train()
+    tx = torch.tensor(x, requires_grad=True)
+    (tbn(tx) * torch.tensor(w)).sum().backward()
+    jbn = compat.BatchNorm2d(3)
+    jbn.float64()
+    jx = jt.array(x, dtype="float64")
+    j_gx = jt.grad((jbn(jx) * jt.array(w, dtype="float64")).sum(), jx)
+    # float64 rounding only (a float32 constant anywhere shows as ~1e-9): measured max 7e-14
+    np.testing.assert_allclose(j_gx.numpy(), tx.grad.numpy(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(jbn.running_var.numpy(), tbn.running_var.numpy(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(jbn.running_mean.numpy(), tbn.running_mean.numpy(), rtol=1e-12, atol=1e-12)
+
+    y = rng.normal(1, 2, (4, 12))
+    v = rng.normal(0, 1, y.shape)
+    tln = torch.nn.LayerNorm(12).double()
+    ty = torch.tensor(y, requires_grad=True)
+    (tln(ty) * torch.tensor(v)).sum().backward()
+    jln = compat.LayerNorm(12)
+    jln.float64()
+    jy = jt.array(y, dtype="float64")
+    j_gy = jt.grad((jln(jy) * jt.array(v, dtype="float64")).sum(), jy)
+    np.testing.assert_allclose(j_gy.numpy(), ty.grad.numpy(), rtol=1e-12, atol=1e-12)
+
+
 def test_batchnorm2d_buffers_are_not_trained_and_state_dict_keys_match_torch():
     jbn = compat.BatchNorm2d(4)
     assert list(jbn.state_dict()) == list(torch.nn.BatchNorm2d(4).state_dict())
@@ -339,6 +369,27 @@ def test_multihead_attention_state_dict_keys_and_shapes_match_torch():
     jm = compat.MultiheadAttention(8, 2, batch_first=True)
     assert {k: tuple(v.shape) for k, v in jm.state_dict().items()} == \
         {k: tuple(v.shape) for k, v in tm.state_dict().items()}
+
+
+# ---------------------------------------------------------------- AvgPool2d
+
+@pytest.mark.parametrize("ceil_mode", [True, False])
+def test_avg_pool2d_matches_torch_for_every_small_size_including_kernel_sized_maps(ceil_mode):
+    rng = np.random.default_rng(6)
+    for h in range(1 if ceil_mode else 2, 8):
+        for w in range(1 if ceil_mode else 2, 8):
+            x = rng.normal(0, 1, (2, 3, h, w)).astype(np.float32)
+            tx = _t(x, grad=True)
+            t_out = torch.nn.AvgPool2d(2, 2, 0, ceil_mode=ceil_mode)(tx)
+            g = rng.normal(0, 1, tuple(t_out.shape)).astype(np.float32)
+            (t_out * _t(g)).sum().backward()
+            jx = _jt(x)
+            j_out = compat.AvgPool2d(2, 2, 0, ceil_mode=ceil_mode)(jx)
+            assert tuple(j_out.shape) == tuple(t_out.shape), (h, w)
+            # mean of <= 4 values: measured max 2.4e-7 (one ulp of values ~2)
+            np.testing.assert_allclose(j_out.numpy(), t_out.detach().numpy(), rtol=1e-6, atol=5e-7)
+            np.testing.assert_allclose(jt.grad((j_out * _jt(g)).sum(), jx).numpy(), tx.grad.numpy(),
+                                       rtol=1e-6, atol=5e-7)
 
 
 # ---------------------------------------------------------------- detach

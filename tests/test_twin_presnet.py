@@ -8,9 +8,10 @@ the Jittor twin (strict) and both see the same inputs, with
 - Whole backbone in float64 (depths 18, 34, 50; train and eval): outputs, input
   gradients, every trainable parameter's gradient and the running statistics agree
   to ~1e-9. Float64 is where whole-network gradients are comparable at all: in
-  float32 a ReLU pre-activation or a max-pool pair within rounding of a tie takes the
-  other branch now and then (about once per r18 backward), which moves a gradient by
-  O(1%) in torch against float64 as much as in Jittor against torch.
+  float32 a ReLU pre-activation within rounding of zero takes the other branch now
+  and then (in about half of our r18/r34 runs), which moves an input or parameter
+  gradient by up to ~1% of its largest value, in torch against float64 as much as in
+  Jittor against torch.
 - Whole backbone in float32: outputs and running statistics are as close to the
   float64 model as torch float32's are (r101: forward only).
 - Blocks (ConvNormLayer, BasicBlock, BottleNeck, FrozenBatchNorm2d) in float32:
@@ -38,6 +39,7 @@ from rtdetr_jittor.backbone import presnet as j_presnet
 from reference_pytorch.backbone import ConvNormLayer as TConvNormLayer
 from reference_pytorch.backbone import FrozenBatchNorm2d as TFrozenBatchNorm2d
 from reference_pytorch.backbone import PResNet as TPResNet
+from reference_pytorch.backbone import freeze_batch_norm2d as t_freeze_batch_norm2d
 from reference_pytorch.backbone import presnet as t_presnet
 
 pytestmark = pytest.mark.parity
@@ -228,8 +230,8 @@ def test_pretrained_logs_a_warning_and_keeps_the_initialisation(caplog):
 
 # ---------------------------------------------------------------- whole backbone, float64
 
-# float64: measured max 1.3e-9 (r50, train mode, parameter gradients; the 64x64 stage-5
-# BatchNorm normalises over 8 values, which amplifies rounding ~1e7 times).
+# float64: measured max 1.8e-9 (r50vd setting, train mode, parameter gradients; the
+# 64x64 stage-5 BatchNorm normalises over 8 values, which amplifies rounding ~1e7 times).
 F64_TOL = 1e-8
 
 
@@ -245,7 +247,8 @@ def test_float64_outputs_gradients_and_running_statistics_match(depth, mode):
     weights = _output_weights(t_model, x, rng)
     # Jittor's eval() stops every parameter's gradient: parameter gradients only in train mode
     params = mode == "train"
-    _compare_all(_run_torch(t_model, x, weights, params), _run_jittor(j_model, x, weights, params), F64_TOL)
+    _compare_all(_run_torch(t_model, x, weights, params), _run_jittor(j_model, x, weights, params),
+                 F64_TOL)
     _compare_num_batches_tracked(t_model, j_model)
 
 
@@ -260,7 +263,7 @@ def test_float64_official_r50vd_setting_frozen_stem_and_frozen_norms_match_in_tr
     _compare_all(_run_torch(t_model, x, weights), j_res, F64_TOL)
 
 
-@settings(max_examples=3, deadline=None)
+@settings(max_examples=4, deadline=None)
 @given(size=st.sampled_from([64, 72, 80, 96]), batch=st.integers(1, 2), seed=st.integers(0, 2**16))
 def test_float64_r18vd_train_mode_parity_over_input_sizes(size, batch, seed):
     t_model, j_model, rng = _pair(seed, **_config_args("r18vd"))
@@ -272,15 +275,28 @@ def test_float64_r18vd_train_mode_parity_over_input_sizes(size, batch, seed):
     _compare_num_batches_tracked(t_model, j_model)
 
 
+def test_float64_32_pixel_images_reach_a_2x2_pool_on_a_2x2_map():
+    t_model, j_model, rng = _pair(32, depth=18, freeze_norm=False)
+    # eval: in train mode the last BatchNorm would normalise 2 values per channel
+    t_model.double().eval()
+    j_model.float64().eval()
+    x = rng.uniform(0, 1, (2, 3, 32, 32))
+    weights = _output_weights(t_model, x, rng)
+    t_res = _run_torch(t_model, x, weights, params=False)
+    assert t_res["out3"].shape == (2, 512, 1, 1)
+    _compare_all(t_res, _run_jittor(j_model, x, weights, params=False), F64_TOL)
+
+
 # ---------------------------------------------------------------- whole backbone, float32
 
 def _rel_l2(got, want):
-    return float(np.linalg.norm((np.asarray(got, np.float64) - want).ravel()) / max(np.linalg.norm(want.ravel()), 1e-30))
+    diff = np.asarray(got, np.float64) - want
+    return float(np.linalg.norm(diff.ravel()) / max(np.linalg.norm(want.ravel()), 1e-30))
 
 
 def _assert_as_accurate_as_torch(t_res, j_res, exact, keys):
     """Jittor float32's distance from the float64 model is within 3x torch float32's
-    (measured ratio 1.3-1.8: oneDNN's conv summation order), or under 1e-6."""
+    (measured ratio 1.3-1.7: oneDNN's conv summation order), or under 1e-6."""
     for k in keys:
         j_err, t_err = _rel_l2(j_res[k], exact[k]), _rel_l2(t_res[k], exact[k])
         assert j_err <= max(3 * t_err, 1e-6), f"{k}: Jittor {j_err:.3g} vs torch {t_err:.3g} from float64"
@@ -300,8 +316,8 @@ def test_float32_outputs_and_running_statistics_are_as_accurate_as_torch(depth, 
     exact = _run_torch(t_model64, x.astype(np.float64), weights, params=False)
     keys = [k for k in t_res if k.startswith("out") or k.endswith(("running_mean", "running_var"))]
     _assert_as_accurate_as_torch(t_res, j_res, exact, keys)
-    # and directly: float32 conv/BN rounding through the depth, measured max 3.5e-4 (r50 train),
-    # 5.6e-5 (r50 eval), 3e-5 (r34), 1.1e-5 (r18)
+    # and directly: float32 conv/BN rounding through the depth, measured max 2.4e-4 (r50 train),
+    # 3.8e-5 (r50 eval), 2.3e-5 (r34), 8.5e-6 (r18)
     for k in keys:
         _assert_rel(k, j_res[k], t_res[k], 1e-3)
     _compare_num_batches_tracked(t_model, j_model)
@@ -353,9 +369,9 @@ def test_float32_blocks_outputs_gradients_and_running_statistics_match(case, mod
     x = rng.normal(0, 1, (2, ch_in, 9, 9)).astype(np.float32)  # odd size: ceil_mode pooling and padding edges
     weights = _output_weights(t_block, x, rng)
     params = mode == "train"
-    # float32 3x3/1x1 convs and one or two BatchNorms: measured max 1.1e-6 (outputs),
-    # 2.4e-6 (gradients) relative to the largest value
-    _compare_all(_run_torch(t_block, x, weights, params), _run_jittor(j_block, x, weights, params), 1e-5)
+    # float32 3x3/1x1 convs and up to four BatchNorms: measured max 2.8e-7 (outputs),
+    # 8.9e-7 (gradients), 8e-8 (running statistics) relative to the largest value
+    _compare_all(_run_torch(t_block, x, weights, params), _run_jittor(j_block, x, weights, params), 5e-6)
     _compare_num_batches_tracked(t_block, j_block)
 
 
@@ -363,7 +379,6 @@ def test_float32_frozen_batchnorm_and_conv_norm_layer_with_frozen_norm_match():
     rng = np.random.default_rng(7)
     t_layer = TConvNormLayer(6, 10, 3, 1, act="relu")
     _randomize_bn(t_layer, rng)
-    from reference_pytorch.backbone import freeze_batch_norm2d as t_freeze_batch_norm2d
     t_freeze_batch_norm2d(t_layer)
     j_layer = j_freeze_batch_norm2d(JConvNormLayer(6, 10, 3, 1, act="relu"))
     assert isinstance(t_layer.norm, TFrozenBatchNorm2d) and isinstance(j_layer.norm, JFrozenBatchNorm2d)
@@ -372,6 +387,6 @@ def test_float32_frozen_batchnorm_and_conv_norm_layer_with_frozen_norm_match():
     weights = _output_weights(t_layer, x, rng)
     t_res = _run_torch(t_layer.train(), x, weights)
     j_res = _run_jittor(j_layer.train(), x, weights)
-    assert set(t_res) == {"out0", "dx", "conv.weight"}
-    # float32 3x3 conv + per-channel affine: measured max 4.4e-7 relative
+    assert set(t_res) == {"out0", "dx", "conv.weight", "norm.running_mean", "norm.running_var"}
+    # float32 3x3 conv + per-channel affine: measured max 4.4e-7 relative (weight gradient)
     _compare_all(t_res, j_res, 5e-6)

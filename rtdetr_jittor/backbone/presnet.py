@@ -7,10 +7,10 @@ in its 3x3 conv. Returns the feature maps of the stages listed in ``return_idx``
 import logging
 from collections import OrderedDict
 
-from rtdetr_jittor._env import jt
+from rtdetr_jittor._env import jt  # noqa: F401  (configures Jittor before jittor.nn loads)
 from jittor import nn
 
-from ..compat import freeze
+from ..compat import AvgPool2d, freeze
 from ..rtdetr.utils import get_activation
 from .common import ConvNormLayer, freeze_batch_norm2d
 
@@ -34,7 +34,7 @@ class BasicBlock(nn.Module):
         if not shortcut:
             if variant == "d" and stride == 2:
                 self.short = nn.Sequential(OrderedDict([
-                    ("pool", nn.AvgPool2d(2, 2, 0, ceil_mode=True)),
+                    ("pool", AvgPool2d(2, 2, 0, ceil_mode=True)),
                     ("conv", ConvNormLayer(ch_in, ch_out, 1, 1)),
                 ]))
             else:
@@ -72,7 +72,7 @@ class BottleNeck(nn.Module):
         if not shortcut:
             if variant == "d" and stride == 2:
                 self.short = nn.Sequential(OrderedDict([
-                    ("pool", nn.AvgPool2d(2, 2, 0, ceil_mode=True)),
+                    ("pool", AvgPool2d(2, 2, 0, ceil_mode=True)),
                     ("conv", ConvNormLayer(ch_in, ch_out * self.expansion, 1, 1)),
                 ]))
             else:

@@ -4,11 +4,20 @@ Jittor's own AdamW decays parameters that received no gradient and its default
 weight decay differs from torch; this AdamW follows ``torch.optim.AdamW`` step for
 step (per-parameter step counts, ``lerp`` first moment, bias corrections, decoupled
 decay) and skips parameters without a gradient, as torch does for ``grad is None``.
-Jittor returns zeros for a parameter the loss does not reach; an all-zero gradient
-is therefore treated as "no gradient" (for a reachable parameter of a real-valued
-loss an exactly-zero gradient in every element does not occur in practice).
+
+Which parameters have "no gradient": ``jt.grad`` returns zeros for a parameter the
+loss does not reach, where torch leaves ``grad`` None. Testing for an all-zero
+gradient is not the same thing: RT-DETR's box heads start with a zero last layer, so
+in the first step their hidden layers get an exactly-zero gradient through the graph,
+and torch counts that step (Adam step 1, decay) while a zero test would skip it and
+offset every later bias correction. A parameter is therefore treated as reached when
+the live graph has an op that consumes it (checked before ``jt.grad`` frees the
+graph); one the forward pass never touched (the denoising embedding in a batch with
+no ground truth) has none. Jittor has no accessor for a Var's consumers;
+``Var.debug_msg()`` prints their number as ``:o<N>`` (``jittor/src/var.cc``, 1.3.11).
 """
 import math
+import re
 
 from rtdetr_jittor._env import jt
 from rtdetr_common.param_groups import group_parameter_names, optimizer_defaults
@@ -30,9 +39,9 @@ class AdamW:
     def backward(self, loss):
         params = [p for g in self.param_groups for p in g["params"]]
         names = [n for g in self.param_groups for n in g["names"]]
+        reached = [has_consumers(p) for p in params]  # before jt.grad frees the graph
         grads = jt.grad(loss, params, retain_graph=False)
-        nonzero = jt.stack([(g != 0).any().float32() for g in grads]).numpy() if grads else []
-        self.grads = {n: (g.detach() if nz else None) for n, g, nz in zip(names, grads, nonzero)}
+        self.grads = {n: (g.detach() if r else None) for n, g, r in zip(names, grads, reached)}
 
     def step(self):
         for group in self.param_groups:
@@ -70,6 +79,17 @@ class AdamW:
             group.update({k: v for k, v in saved.items() if k != "names"})
         self.state = {n: {"step": int(s["step"]), "exp_avg": jt.array(s["exp_avg"]).stop_grad(),
                           "exp_avg_sq": jt.array(s["exp_avg_sq"]).stop_grad()} for n, s in sd["state"].items()}
+
+
+_CONSUMERS = re.compile(r":o(\d+):")
+
+
+def has_consumers(var):
+    """Whether an op in the live graph takes ``var`` as input (see the module docstring)."""
+    match = _CONSUMERS.search(var.debug_msg())
+    if match is None:
+        raise RuntimeError(f"unexpected Var.debug_msg() format: {var.debug_msg()!r}")
+    return int(match.group(1)) > 0
 
 
 def build_optimizer(optimizer_cfg, model):
