@@ -8,6 +8,8 @@ VPY := $(VENV)/bin/python
 export HYPOTHESIS_PROFILE ?= ci
 export PYTHONDONTWRITEBYTECODE := 1
 export OMP_NUM_THREADS ?= 2
+# Jittor steps stall for seconds with busy-waiting OpenMP threads on a shared 2-core machine
+export OMP_WAIT_POLICY ?= PASSIVE
 TIME = scripts/timed.sh
 
 .PHONY: setup test parity gates bench report clean

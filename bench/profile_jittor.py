@@ -190,7 +190,12 @@ def write_markdown(args, phases):
              "PyTorch: `torch.profiler`, self CPU time per aten op. Shares are of the summed op time.", ""]
     for phase in phases:
         j, t = _load(args.out, "jittor", args.model, phase), _load(args.out, "torch", args.model, phase)
-        lines += [f"## {phase}", "", "| part | torch ms | jittor ms |", "|---|---|---|"]
+        lines += [f"## {phase}", ""]
+        if phase == "train":
+            lines += ["Parts: Jittor's backward kernels mostly carry the mark of the forward part they "
+                      "differentiate (they are built from the forward graph), PyTorch's run under `backward`; "
+                      "compare totals, not single rows.", ""]
+        lines += ["| part | torch ms | jittor ms |", "|---|---|---|"]
         keys = sorted(set((j or {}).get("marks_ms", {})) | set((t or {}).get("marks_ms", {})))
         lines += [f"| {k} | {(t or {}).get('marks_ms', {}).get(k, float('nan')):.0f} | "
                   f"{(j or {}).get('marks_ms', {}).get(k, float('nan')):.0f} |" for k in keys]

@@ -24,7 +24,7 @@ from bench import report
 from bench.cold import FreshJittorHome
 from bench.procs import Worker, WorkerFailed
 from bench.stats import ratio, summarize
-from bench.workload import ROOT
+from bench.workload import ROOT, model_tag
 
 
 def parse_args(argv=None):
@@ -118,10 +118,10 @@ def run_group(args, model, phase, work, log_dir):
     batch = args.eval_batch if phase == "eval" else args.train_batch
     live, results = [], []
     for fw, onednn, repeats, warmup in _configs(args, model, phase):
-        tag = f"{model}_{phase}_{fw}" + ("" if onednn is None else ("_onednn" if onednn else "_noonednn"))
+        tag = f"{model_tag(model)}_{phase}_{fw}" + ("" if onednn is None else ("_onednn" if onednn else "_noonednn"))
         spec = {"framework": fw, "model": model, "size": args.size, "phase": phase, "batch": batch,
                 "threads": args.threads, "warmup": warmup,
-                "weights": os.path.join(work, f"{model}_weights.npz"),
+                "weights": os.path.join(work, f"{model_tag(model)}_weights.npz"),
                 "outputs": os.path.join(work, f"{tag}_outputs.npz")}
         print(f"  starting {tag} ...", flush=True)
         w = Worker(spec, worker_env(args.threads, onednn), os.path.join(log_dir, tag + ".log"), repeats)
@@ -158,7 +158,7 @@ def agreement(results, work):
     for r in results:
         if r["framework"] != "jittor" or r["error"]:
             continue
-        tag = f"{r['model']}_{r['phase']}"
+        tag = f"{model_tag(r['model'])}_{r['phase']}"
         jpath = os.path.join(work, f"{tag}_jittor_{'onednn' if r['onednn'] else 'noonednn'}_outputs.npz")
         tpath = os.path.join(work, f"{tag}_torch_outputs.npz")
         if not (os.path.exists(jpath) and os.path.exists(tpath)):
@@ -195,7 +195,7 @@ def measure_cold(args, model, log_dir):
         for phase in ("eval", "train"):
             spec = {"framework": "jittor", "model": model, "size": args.size, "phase": phase, "warmup": 0,
                     "batch": args.eval_batch if phase == "eval" else args.train_batch, "threads": args.threads}
-            w = Worker(spec, home.env, os.path.join(log_dir, f"cold_{model}_{phase}.log"), 0)
+            w = Worker(spec, home.env, os.path.join(log_dir, f"cold_{model_tag(model)}_{phase}.log"), 0)
             try:
                 ready = w.ready()
                 w.finish()

@@ -24,6 +24,14 @@ def config_path(model):
     return path if os.path.isabs(path) else os.path.join(ROOT, path)
 
 
+def model_tag(model):
+    """A file-name-safe short name: the alias, or the config file's name without extension."""
+    if model in MODELS:
+        return model
+    name = os.path.splitext(os.path.basename(model))[0]
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name) or "model"
+
+
 def overrides(size):
     """Config overrides for a fixed ``size`` x ``size`` input in eval and training."""
     return {

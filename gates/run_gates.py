@@ -47,7 +47,7 @@ def make_engine(framework, settings):
     size = settings["input_size"]
     overrides = {"HybridEncoder": {"eval_spatial_size": [size, size]},
                  "RTDETRTransformer": {"eval_spatial_size": [size, size]}}
-    return engine_class(framework)(CONFIG, overrides)
+    return engine_class(framework)(CONFIG, overrides, seed=0)
 
 
 def train_args(settings, data, out, max_steps, resume=None, eval_=True):

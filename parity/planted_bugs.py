@@ -19,13 +19,6 @@ class PlantedBug:
     description: str
 
 
-def _jittor_weights_with(pair, key, transform):
-    from .weights import load_into_jittor
-    state = dict(pair.weights)
-    state[key] = transform(state[key])
-    load_into_jittor(pair.jt.model, state)
-
-
 @contextlib.contextmanager
 def epsilon(pair):
     ln = pair.jt.model.decoder.enc_output[1]
@@ -82,11 +75,11 @@ def dropped_residual(pair):
 @contextlib.contextmanager
 def transposed_weight(pair):
     key = "decoder.decoder.layers.0.cross_attn.value_proj.weight"
-    _jittor_weights_with(pair, key, lambda w: np.ascontiguousarray(w.T))
+    pair.jittor_weight_edits[key] = np.ascontiguousarray(pair.weights[key].T)
     try:
         yield
     finally:
-        _jittor_weights_with(pair, key, lambda w: w)
+        del pair.jittor_weight_edits[key]
 
 
 @contextlib.contextmanager

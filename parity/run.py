@@ -32,6 +32,10 @@ class Pair:
     ref: object
     jt: object
     weights: dict = field(repr=False)
+    jittor_weight_edits: dict = field(default_factory=dict, repr=False)  # planted-bug tests only
+
+    def jittor_weights(self):
+        return {**self.weights, **self.jittor_weight_edits}
 
 
 def build_pair(config, overrides=None, weight_seed=0, random_weights=True):
@@ -80,14 +84,22 @@ UNPAIRED_MODULES = {
     "*.short.pool.layer": "Jittor's AvgPool2d wraps an internal Pool module that torch does not have",
 }
 
+# Top-k selections (override points) and the scores they select by, for tie-aware judging.
+TOPK_SCORES = {
+    "decoder.topk_ind": ("decoder.enc_outputs_class", lambda v: v.max(-1)),
+    "postprocessor.topk_index": ("postprocessor.flat_scores", lambda v: v),
+}
+
 MATCHER_RECORD = re.compile(r"^probe:matcher\.indices(#\d+)?\.(\d+)\.([01])$")
 
 
 def _forced_decisions(ref_capture, force_topk, force_matcher):
     by = ref_capture.by_name()
     forced = {}
-    if force_topk and "probe:decoder.topk_ind" in by:
-        forced["decoder.topk_ind"] = by["probe:decoder.topk_ind"].value
+    if force_topk:
+        for probe in TOPK_SCORES:
+            if f"probe:{probe}" in by:
+                forced[probe] = by[f"probe:{probe}"].value
     if force_matcher:
         calls = {}
         for r in ref_capture.records:
@@ -130,12 +142,16 @@ def judge_captures(ref_cap, jt_cap, registry, floors=None):
             results.append(Result(rec.name, "missing", {"tol_ratio": float("inf")}, False,
                                   note="recorded by the reference, not by the Jittor twin"))
             continue
-        if rec.name.startswith("probe:decoder.topk_ind"):
-            scores = ref_by.get(rec.name.replace("topk_ind", "enc_outputs_class"))
-            score_values = scores.value.max(-1) if scores is not None else None
+        if rec.name[len("probe:"):] in TOPK_SCORES:
+            score_name, reduce = TOPK_SCORES[rec.name[len("probe:"):]]
+            scores = ref_by.get(f"probe:{score_name}")
+            score_values = reduce(scores.value) if scores is not None else None
             res = compare_topk_selection(rec.value, other.value, score_values, atol=1e-6, name=rec.name)
         elif rec.kind == "no-gradient" or other.kind == "no-gradient":
-            both = rec.kind == other.kind
+            # Jittor returns zeros for a parameter the loss does not reach; torch returns
+            # None there, or zeros where the path exists but carries nothing (empty targets).
+            present = other if rec.kind == "no-gradient" else rec
+            both = rec.kind == other.kind or not np.any(present.value)
             res = Result(rec.name, "gradient-presence", {"tol_ratio": 0.0 if both else float("inf")}, both,
                          rule="gradient presence",
                          note="" if both else ("no gradient in the reference only" if rec.kind == "no-gradient"
@@ -177,6 +193,10 @@ def perturb_one_ulp(images, seed=0):
 def _eval_pass(pair, framework, images, inputs_of=()):
     sizes = np.array([[images.shape[3], images.shape[2]]] * images.shape[0], np.float32)
     if framework == "torch":
+        load_into_torch(pair.ref.model, pair.weights)
+    else:
+        load_into_jittor(pair.jt.model, pair.jittor_weights())
+    if framework == "torch":
         import torch
         model = pair.ref.model.eval()
 
@@ -208,7 +228,10 @@ def _train_pass(pair, framework, images, targets, noise_seed, with_grads, inputs
         model = pair.jt.model
         model.train()
     # Training updates BatchNorm statistics: every pass starts from the pair's weights.
-    (load_into_torch if framework == "torch" else load_into_jittor)(model, pair.weights)
+    if framework == "torch":
+        load_into_torch(model, pair.weights)
+    else:
+        load_into_jittor(model, pair.jittor_weights())
     model.decoder.denoising_noise = NumpyDenoisingNoise(noise_seed)
     model.size_sampler = NumpySizeSampler(noise_seed)
     model.multi_scale = None  # compare at the requested size; the resize itself is one nearest interpolate
@@ -236,11 +259,12 @@ def _train_pass(pair, framework, images, targets, noise_seed, with_grads, inputs
         extra.append(("loss:total", total.numpy().reshape(())))
         if with_grads:
             from rtdetr_jittor.compat import trainable_named_parameters
+            from rtdetr_jittor.optim.optim import has_consumers
             named = trainable_named_parameters(model)
+            used = [has_consumers(p) for _, p in named]  # torch's "grad is None" is "not used by the graph"
             grads = jt.grad(total, [p for _, p in named])
-            for (n, _), g in zip(named, grads):
-                arr = g.numpy().copy()
-                extra.append((f"grad:{n}", arr if np.any(arr != 0) else None))
+            for (n, _), g, u in zip(named, grads, used):
+                extra.append((f"grad:{n}", g.numpy().copy() if u else None))
 
     capture = cap.capture(model, run_ref if framework == "torch" else run_jt, framework, inputs_of)[1]
     _append(capture, extra)

@@ -52,13 +52,15 @@ def jittor_state_numpy(model):
 
 
 def load_into_torch(model, state, strict=True):
+    """Load copies: a framework may keep the array's memory and update it in place."""
     from reference_pytorch.checkpoint import load_model_state
-    return load_model_state(model, state, strict=strict)
+    return load_model_state(model, {k: np.array(v, copy=True) for k, v in state.items()}, strict=strict)
 
 
 def load_into_jittor(model, state, strict=True):
+    """Load copies: a framework may keep the array's memory and update it in place."""
     from rtdetr_jittor.checkpoint import load_model_state
-    return load_model_state(model, state, strict=strict)
+    return load_model_state(model, {k: np.array(v, copy=True) for k, v in state.items()}, strict=strict)
 
 
 def set_identical_random_weights(torch_model, jt_model, seed=0):

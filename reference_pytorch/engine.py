@@ -24,7 +24,11 @@ from .optim.optim import build_optimizer, optimizer_update
 class Engine:
     framework = "pytorch"
 
-    def __init__(self, config_path, overrides=None):
+    def __init__(self, config_path, overrides=None, seed=None):
+        """``seed``: seed everything before the model is built, so its initial weights
+        follow it too (seeding after construction leaves them to the RNG's earlier state)."""
+        if seed is not None:
+            self.seed_everything(seed)
         built = build(config_path, overrides)
         self.cfg = built.cfg
         self.model, self.criterion, self.postprocessor = built.model, built.criterion, built.postprocessor

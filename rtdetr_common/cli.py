@@ -20,7 +20,7 @@ def _common(parser):
 
 def _engine(engine_cls, args):
     overrides = json.loads(args.overrides) if args.overrides else None
-    return engine_cls(args.config, overrides)
+    return engine_cls(args.config, overrides, seed=getattr(args, "seed", 0))
 
 
 def train_main(engine_cls, argv=None):

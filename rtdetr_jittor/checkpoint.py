@@ -13,7 +13,7 @@ import zipfile
 
 import numpy as np
 
-from rtdetr_jittor._env import jt  # noqa: F401  (Jittor set up before jittor_utils is used)
+from rtdetr_jittor._env import jt
 from rtdetr_common.checkpoint_io import (CheckpointError, check_optimizer_state, extract_model_state,  # noqa: F401
                                          load_pickle, read_checkpoint, write_checkpoint)
 from rtdetr_jittor.compat import StateDictError, describe_state_dict_problems, load_state_dict_checked  # noqa: F401
@@ -47,7 +47,11 @@ def load_model_state(model, state, strict=True, check_only=False):
     """Load ``state`` (arrays, Vars or tensors); report and, if ``strict``, fail on any
     mismatch (before loading anything). ``check_only``: report/fail, load nothing."""
     if not check_only:
-        return load_state_dict_checked(model, state, strict=strict)
+        problems = load_state_dict_checked(model, state, strict=strict)
+        # materialise now: a loaded value left as a pending jt.array op is fused into the
+        # next step's kernels, which then round differently (weights off by 3e-6 after a step)
+        jt.sync(list(model.state_dict().values()))
+        return problems
     own = model.state_dict()
     problems = {"missing": [k for k in own if k not in state],
                 "unexpected": [k for k in state if k not in own],
@@ -97,6 +101,7 @@ def load_training_checkpoint(path, model, optimizer=None, ema=None, lr_schedule=
         ema.updates = int(ckpt["ema"]["updates"])
     if optimizer is not None and ckpt.get("optimizer"):
         optimizer.load_state_dict(ckpt["optimizer"])
+    jt.sync_all()  # nothing pending: the resumed run computes exactly as the uninterrupted one
     if lr_schedule is not None and ckpt.get("lr_schedule"):
         lr_schedule.load_state_dict(ckpt["lr_schedule"])
     rng = ckpt.get("rng") or {}

@@ -24,10 +24,16 @@ from .optim.optim import build_optimizer, optimizer_update
 class Engine:
     framework = "jittor"
 
-    def __init__(self, config_path, overrides=None):
+    def __init__(self, config_path, overrides=None, seed=None):
+        """``seed``: seed everything before the model is built, so its initial weights
+        follow it too (seeding after construction leaves them to the RNG's earlier state)."""
+        if seed is not None:
+            self.seed_everything(seed)
         built = build(config_path, overrides)
         self.cfg = built.cfg
         self.model, self.criterion, self.postprocessor = built.model, built.criterion, built.postprocessor
+        if seed is not None:  # Jittor draws initial weights when they are computed: do it under the seed
+            jt.sync(list(self.model.state_dict().values()))
         self.optimizer = self.ema = self.lr_schedule = None
         self.clip_max_norm = float(self.cfg.get("clip_max_norm", 0.0) or 0.0)
 

@@ -68,8 +68,11 @@ def test_jittor_profile_parsing():
 def test_bench_run_writes_documented_files(tmp_path):
     from bench import run
     out = tmp_path / "bench"
+    config_dir_before = sorted(os.listdir(os.path.dirname(SYNTHETIC)))
     run.main(["--models", SYNTHETIC, "--size", "96", "--quick", "--repeats", "1", "--train-repeats", "1",
               "--warmup", "0", "--train-warmup", "0", "--threads", "1", "--out", str(out), "--note", "test"])
+    assert sorted(os.listdir(os.path.dirname(SYNTHETIC))) == config_dir_before  # writes only under --out
+    assert (out / "logs").is_dir()
     data = json.load(open(out / "bench.json"))
     assert all(k in data for k in report.REQUIRED_KEYS)
     assert {(r["phase"], r["framework"]) for r in data["results"]} == {

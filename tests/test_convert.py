@@ -225,13 +225,14 @@ def test_verify_detects_a_wrongly_converted_tensor(realistic_state, key, shows_i
 
 
 def test_verify_imposes_the_reference_query_ranking(realistic_state):
-    """Same weights, an input (96 px, seed 1; found by search) where near-tied encoder
-    scores rank two queries differently: left alone, the output rows are permuted
-    (measured 0.32); with the reference's ranking imposed only rounding is left."""
-    state = {k: v.numpy() for k, v in realistic_state.items()}
-    own, changed = convert.compare_outputs(CFG18, state, state, size=96, seed=1, impose_selection=False)
+    """A zero encoder score head ties every anchor's score exactly, and the frameworks
+    order tied top-k entries differently: left alone, the output rows come out permuted
+    (measured 1.1); with the reference's ranking imposed only rounding is left."""
+    state = {k: v.numpy().copy() for k, v in realistic_state.items()}
+    state["decoder.enc_score_head.weight"][:] = 0
+    own, changed = convert.compare_outputs(CFG18, state, state, size=64, seed=1, impose_selection=False)
     assert changed > 0 and own["pred_logits"] > 0.1
-    imposed, _ = convert.compare_outputs(CFG18, state, state, size=96, seed=1)
+    imposed, _ = convert.compare_outputs(CFG18, state, state, size=64, seed=1)
     assert max(imposed.values()) <= convert.DEFAULT_THRESHOLD
 
 

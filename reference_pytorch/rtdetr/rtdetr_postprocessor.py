@@ -7,6 +7,7 @@ as the official code, ``F.softmax`` without a dim, which torch resolves to dim 0
 Probes: ``postprocessor.labels``, ``postprocessor.boxes``, ``postprocessor.scores``
 (before any COCO remap).
 """
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -41,7 +42,14 @@ class RTDETRPostProcessor(nn.Module):
 
         if self.use_focal_loss:
             scores = F.sigmoid(logits)
-            scores, index = torch.topk(scores.flatten(1), self.num_top_queries, dim=-1)
+            flat_scores = scores.flatten(1)
+            _, index = torch.topk(flat_scores, self.num_top_queries, dim=-1)
+            probes.record('postprocessor.flat_scores', flat_scores)
+            index = probes.override('postprocessor.topk_index', index)
+            if isinstance(index, np.ndarray):
+                index = torch.as_tensor(np.asarray(index))
+            probes.record('postprocessor.topk_index', index)
+            scores = torch.gather(flat_scores, 1, index)
             labels = index % self.num_classes
             index = index // self.num_classes
             boxes = bbox_pred.gather(dim=1, index=index.unsqueeze(-1).repeat(1, 1, bbox_pred.shape[-1]))

@@ -79,6 +79,8 @@ class AdamW:
             group.update({k: v for k, v in saved.items() if k != "names"})
         self.state = {n: {"step": int(s["step"]), "exp_avg": jt.array(s["exp_avg"]).stop_grad(),
                           "exp_avg_sq": jt.array(s["exp_avg_sq"]).stop_grad()} for n, s in sd["state"].items()}
+        # materialised now, not fused as pending array ops into the next update (which rounds differently)
+        jt.sync([v for st in self.state.values() for v in (st["exp_avg"], st["exp_avg_sq"])])
 
 
 _CONSUMERS = re.compile(r":o(\d+):")

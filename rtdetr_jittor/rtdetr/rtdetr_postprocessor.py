@@ -48,7 +48,14 @@ class RTDETRPostProcessor(nn.Module):
 
         if self.use_focal_loss:
             scores = sigmoid(logits)
-            scores, index = topk(scores.flatten(1), self.num_top_queries, dim=-1)
+            flat_scores = scores.flatten(1)
+            _, index = topk(flat_scores, self.num_top_queries, dim=-1)
+            probes.record('postprocessor.flat_scores', flat_scores)
+            index = probes.override('postprocessor.topk_index', index)
+            if isinstance(index, np.ndarray):
+                index = jt.array(np.asarray(index)).int64()
+            probes.record('postprocessor.topk_index', index)
+            scores = jt.gather(flat_scores, 1, index)
             labels = index % self.num_classes
             index = floor_divide(index, self.num_classes)
             boxes = jt.gather(bbox_pred, 1, index.unsqueeze(-1).repeat(1, 1, bbox_pred.shape[-1]))
