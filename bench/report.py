@@ -55,6 +55,12 @@ def markdown(data):
              f" {meta['machine']['cpus']} CPUs ({meta['machine']['cpu_model']}).",
              f"Load average before/after: {meta['loadavg_start']} / {meta['loadavg_end']}. "
              f"Wall time {meta['wall_s']:.0f} s.", ""]
+    tinfo = next((r.get("info") or {} for r in results if r["framework"] == "torch" and r.get("info")), {})
+    jinfo = next((r.get("info") or {} for r in results if r["framework"] == "jittor" and r.get("info")), {})
+    lines += [f"PyTorch {tinfo.get('torch_version', '?')}: {tinfo.get('torch_threads', '?')} intra-op threads, "
+              f"{tinfo.get('torch_interop_threads', '?')} inter-op. Jittor {jinfo.get('jittor_version', '?')}: "
+              "oneDNN conv/matmul use OMP_NUM_THREADS threads; Jittor's own fused CPU kernels are "
+              "single-threaded in this version.", ""]
     if meta.get("note"):
         lines += [f"Note: {meta['note']}", ""]
     lines += ["Times: median ± IQR (min, count) of warm runs in ms; ratio = Jittor median / PyTorch median; "

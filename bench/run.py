@@ -133,15 +133,15 @@ def run_group(args, model, phase, work, log_dir):
     rounds = max([w.repeats for w, *_ in live] or [0])
     for r in range(rounds):
         order = live if r % 2 == 0 else live[::-1]
+        stepped = []
         for w, spec, onednn, ready in order:
             if w.remaining > 0 and w.proc.poll() is None:
                 try:
-                    w.step()
+                    stepped.append(f"{spec['framework']}{'' if onednn is None else ('+dnn' if onednn else '-dnn')} "
+                                   f"{w.step():.0f} ms")
                 except WorkerFailed as e:
                     ready["error"] = str(e)
-        print(f"  round {r + 1}/{rounds}: " + ", ".join(
-            f"{s['framework']}{'' if o is None else ('+dnn' if o else '-dnn')} {w.times_ms[-1]:.0f} ms"
-            for w, s, o, _ in live if w.times_ms), flush=True)
+        print(f"  round {r + 1}/{rounds}: " + ", ".join(stepped), flush=True)
     for w, spec, onednn, ready in live:
         error = ready.pop("error", None)
         try:
