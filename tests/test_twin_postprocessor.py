@@ -118,5 +118,7 @@ def test_probes_match():
     with probes.recording() as rec_j:
         JPost(num_classes=5, num_top_queries=4)(dict(pred_logits=jt.array(logits), pred_boxes=jt.array(boxes)),
                                                 jt.array(np.array([[10, 20]])))
-    assert [n for n, _ in rec_j] == [n for n, _ in rec_t] == ["postprocessor.labels", "postprocessor.boxes", "postprocessor.scores"]
+    assert [n for n, _ in rec_j] == [n for n, _ in rec_t] == [
+        "postprocessor.flat_scores", "postprocessor.topk_index",
+        "postprocessor.labels", "postprocessor.boxes", "postprocessor.scores"]
     np.testing.assert_array_equal(dict(rec_j)["postprocessor.labels"].numpy(), dict(rec_t)["postprocessor.labels"].numpy())
