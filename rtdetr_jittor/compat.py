@@ -7,18 +7,22 @@ Each shim answers one measured difference (see README, "Jittor vs PyTorch"):
 - ``topk``/``argmax``/``max_values``: int64 indices and torch-like return values.
 - ``floor_divide``: Python floor semantics (Jittor's ``//`` truncates toward zero).
 - ``bce_with_logits``: element-wise, stable, no ``reduction`` surprises.
-- ``BatchNorm2d``: two-pass variance in float64, unbiased running variance, ``num_batches_tracked``.
+- ``BatchNorm2d``: two-pass variance in float64, unbiased running variance, ``num_batches_tracked``;
+  in training one OpenMP kernel each way (statistics in double, torch's backward formula).
 - ``FrozenBatchNorm2d``-style buffers: ``make_buffer`` gives a Var that is never trained.
 - ``LayerNorm``: two-pass variance in float64 (Jittor's E[x^2]-E[x]^2 loses precision).
 - ``MultiheadAttention``: torch's batch_first semantics and key names
   (``in_proj_weight``, ``in_proj_bias``, ``out_proj``), boolean masks where True
   means "may not attend".
+- ``bmm``: batched matmul as one OpenMP kernel (forward and backward); Jittor's 3-D
+  ``matmul`` is a single-threaded broadcast-multiply-reduce (speed only, same sums).
 - ``freeze``: parameters frozen before the first ``eval()`` stay frozen (Jittor's
   ``train()`` restores gradient flags from a snapshot taken at the first ``eval()``).
 - ``load_state_dict_checked``: fails on missing, unexpected or mis-shaped keys
   (Jittor's ``load_state_dict`` never raises).
 """
 import math
+import os
 
 import numpy as np
 
@@ -108,9 +112,106 @@ def _const(value, dtype):
     return jt.array(np.array([value]), dtype=str(dtype))
 
 
+# --- BatchNorm2d in training: batch statistics and backward as two OpenMP kernels ---
+
+# in0 x (N, C, H, W), in1 weight (C,), in2 bias (C,); out0 y, out1 batch mean (C,),
+# out2 biased batch variance (C,). Per channel: two-pass statistics in double, then
+# y = (x - mean) * (1 / sqrt(var + eps)) * weight + bias in x's dtype.
+_BN_FORWARD = """
+typedef in0_type T;
+const int64_t N = in0_shape0, C = in0_shape1, HW = in0_shape2 * in0_shape3;
+const T* x = in0_p; const T* weight = in1_p; const T* bias = in2_p;
+T* y = out0_p; T* mean_out = out1_p; T* var_out = out2_p;
+const double n = double(N * HW);
+#pragma omp parallel for schedule(dynamic)
+for (int64_t c = 0; c < C; c++) {
+    double sum = 0;
+    for (int64_t b = 0; b < N; b++) {
+        const T* p = x + (b * C + c) * HW;
+        for (int64_t i = 0; i < HW; i++) sum += (double)p[i];
+    }
+    const double mean64 = sum / n;
+    double sq = 0;
+    for (int64_t b = 0; b < N; b++) {
+        const T* p = x + (b * C + c) * HW;
+        for (int64_t i = 0; i < HW; i++) { const double d = (double)p[i] - mean64; sq += d * d; }
+    }
+    const T mean = (T)mean64, var = (T)(sq / n);
+    const T inv = T(1) / std::sqrt(var + T(__EPS__));
+    const T w = weight[c], bb = bias[c];
+    for (int64_t b = 0; b < N; b++) {
+        const T* p = x + (b * C + c) * HW;
+        T* q = y + (b * C + c) * HW;
+        for (int64_t i = 0; i < HW; i++) q[i] = (p[i] - mean) * inv * w + bb;
+    }
+    mean_out[c] = mean;
+    var_out[c] = var;
+}
+"""
+
+# in0 x, in1 grad of y, in2 mean, in3 var, in4 weight; out0 grad x, out1 grad weight,
+# out2 grad bias. torch's formula (native_batch_norm_backward, training), sums in double:
+# dx = (g - sum(g) / n - (x - mean) * sum((x - mean) g) * inv^2 / n) * inv * weight.
+_BN_BACKWARD = """
+typedef in0_type T;
+const int64_t N = in0_shape0, C = in0_shape1, HW = in0_shape2 * in0_shape3;
+const T* x = in0_p; const T* g = in1_p; const T* mean_in = in2_p; const T* var_in = in3_p; const T* weight = in4_p;
+T* gx = out0_p; T* gw = out1_p; T* gb = out2_p;
+const double n = double(N * HW);
+#pragma omp parallel for schedule(dynamic)
+for (int64_t c = 0; c < C; c++) {
+    const double mean = (double)mean_in[c];
+    const T inv_t = T(1) / std::sqrt(var_in[c] + T(__EPS__));
+    const double inv = (double)inv_t;
+    double sum_g = 0, dot = 0;
+    for (int64_t b = 0; b < N; b++) {
+        const T* p = x + (b * C + c) * HW;
+        const T* q = g + (b * C + c) * HW;
+        for (int64_t i = 0; i < HW; i++) { sum_g += (double)q[i]; dot += ((double)p[i] - mean) * (double)q[i]; }
+    }
+    const double k = dot * inv * inv / n, mean_g = sum_g / n, scale = inv * (double)weight[c];
+    for (int64_t b = 0; b < N; b++) {
+        const T* p = x + (b * C + c) * HW;
+        const T* q = g + (b * C + c) * HW;
+        T* r = gx + (b * C + c) * HW;
+        for (int64_t i = 0; i < HW; i++) r[i] = (T)(((double)q[i] - mean_g - ((double)p[i] - mean) * k) * scale);
+    }
+    gw[c] = (T)(dot * inv);
+    gb[c] = (T)sum_g;
+}
+"""
+
+
+class _BatchNormTrain(jt.Function):
+    """Training-mode batch normalisation; ``self.mean`` / ``self.var`` hold the batch
+    statistics (detached) for the running averages."""
+
+    def __init__(self, eps):
+        self.eps = repr(float(eps))
+
+    def execute(self, x, weight, bias):
+        c = x.shape[1]
+        y, mean, var = jt.code([x.shape, (c,), (c,)], [x.dtype] * 3, [x, weight.astype(x.dtype), bias.astype(x.dtype)],
+                               cpu_header="#include <cmath>", cpu_src=_BN_FORWARD.replace("__EPS__", self.eps))
+        self._x, self._weight = x, weight
+        self.mean, self.var = mean.detach(), var.detach()
+        return y
+
+    def grad(self, g):
+        x, weight = self._x, self._weight
+        gx, gw, gb = jt.code([x.shape, weight.shape, weight.shape], [x.dtype] * 3,
+                             [x, g, self.mean, self.var, weight.astype(x.dtype)],
+                             cpu_header="#include <cmath>", cpu_src=_BN_BACKWARD.replace("__EPS__", self.eps))
+        return gx, gw.astype(weight.dtype), gb.astype(weight.dtype)
+
+
 class BatchNorm2d(nn.Module):
     """BatchNorm2d matching torch: two-pass batch variance, unbiased running variance,
-    ``num_batches_tracked``; momentum 0.1, eps 1e-5."""
+    ``num_batches_tracked``; momentum 0.1, eps 1e-5.
+
+    Training on CPU runs as two OpenMP kernels (``_BatchNormTrain``: statistics in
+    double, torch's backward formula); ``RTDETR_JITTOR_BN=ops`` or CUDA use the
+    composed Jittor ops (``_train_ops``)."""
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1):
         self.num_features = num_features
@@ -122,30 +223,51 @@ class BatchNorm2d(nn.Module):
         self.running_var = make_buffer(np.ones(num_features, np.float32))
         self.num_batches_tracked = make_buffer(np.zeros((), np.int64).reshape(1))
 
+    def _train_ops(self, x):
+        # Statistics accumulated in float64: Jittor sums naively, which at ~1e5 elements
+        # per channel made the float32 mean ~100x less accurate than torch's.
+        # Sums divided by n, not mean(): Jittor's mean() backward uses a float32 1/n.
+        x64 = x.float64()
+        n = x.numel() // x.shape[1]
+        mean64 = x64.sum(dims=(0, 2, 3)) / n
+        centered64 = x64 - mean64.reshape(1, -1, 1, 1)
+        mean = mean64.astype(x.dtype)
+        var = ((centered64 * centered64).sum(dims=(0, 2, 3)) / n).astype(x.dtype)
+        centered = x - mean.reshape(1, -1, 1, 1)
+        inv = 1.0 / jt.sqrt(var + self.eps)
+        out = centered * inv.reshape(1, -1, 1, 1)
+        out = out * self.weight.reshape(1, -1, 1, 1) + self.bias.reshape(1, -1, 1, 1)
+        return out, mean.detach(), var.detach()
+
+    def _train_fused(self, x):
+        fn = _BatchNormTrain(self.eps)
+        out = fn(x, self.weight, self.bias)
+        return out, fn.mean, fn.var
+
     def execute(self, x):
         if self.is_training():
-            # Statistics accumulated in float64: Jittor sums naively, which at ~1e5 elements
-            # per channel made the float32 mean ~100x less accurate than torch's.
-            # Sums divided by n, not mean(): Jittor's mean() backward uses a float32 1/n.
-            x64 = x.float64()
+            use_ops = jt.flags.use_cuda or x.ndim != 4 or os.environ.get("RTDETR_JITTOR_BN", "fused") == "ops"
+            out, mean, var = self._train_ops(x) if use_ops else self._train_fused(x)
             n = x.numel() // x.shape[1]
-            mean64 = x64.sum(dims=(0, 2, 3)) / n
-            centered64 = x64 - mean64.reshape(1, -1, 1, 1)
-            mean = mean64.astype(x.dtype)
-            var = ((centered64 * centered64).sum(dims=(0, 2, 3)) / n).astype(x.dtype)
-            centered = x - mean.reshape(1, -1, 1, 1)
             # Jittor makes Python floats float32 constants; these are exact in x's dtype (float64 runs)
             unbiased = var * _const(n / max(n - 1, 1), x.dtype)
             m, keep = _const(self.momentum, x.dtype), _const(1 - self.momentum, x.dtype)
             self.running_mean.update((self.running_mean * keep + mean * m).detach())
             self.running_var.update((self.running_var * keep + unbiased * m).detach())
             self.num_batches_tracked.update((self.num_batches_tracked + 1).detach())
-            inv = 1.0 / jt.sqrt(var + self.eps)
-            out = centered * inv.reshape(1, -1, 1, 1)
-        else:
-            inv = 1.0 / jt.sqrt(self.running_var + self.eps)
-            out = (x - self.running_mean.reshape(1, -1, 1, 1)) * inv.reshape(1, -1, 1, 1)
+            return out
+        inv = 1.0 / jt.sqrt(self.running_var + self.eps)
+        out = (x - self.running_mean.reshape(1, -1, 1, 1)) * inv.reshape(1, -1, 1, 1)
         return out * self.weight.reshape(1, -1, 1, 1) + self.bias.reshape(1, -1, 1, 1)
+
+
+class GELU(nn.Module):
+    """torch's exact GELU, ``0.5 x (1 + erf(x / sqrt(2)))``, computed as torch does (x times
+    1/sqrt(2)) with that constant in x's dtype: ``nn.GELU`` divides by a float32 sqrt(2)
+    even in float64."""
+
+    def execute(self, x):
+        return x * 0.5 * (jt.erf(x * _const(1.0 / math.sqrt(2.0), x.dtype)) + 1.0)
 
 
 class LayerNorm(nn.Module):
@@ -166,6 +288,77 @@ class LayerNorm(nn.Module):
         var = ((centered64 * centered64).sum(dim=-1, keepdims=True) / d).astype(x.dtype)
         centered = x - mean64.astype(x.dtype)
         return centered / jt.sqrt(var + self.eps) * self.weight + self.bias
+
+
+# --- batched matmul (attention): one OpenMP kernel instead of broadcast-multiply-reduce ---
+
+# C[n] = op(A[n]) @ op(B[n]), op = transpose when __TA__ / __TB__ is 1. Rows of C are
+# independent, so they are shared among the OpenMP threads; every output element is a
+# plain float sum over k in increasing order (as Jittor's reduce; torch's sgemm blocks it).
+_BMM_SRC = """
+typedef in0_type T;
+constexpr bool TA = __TA__, TB = __TB__;
+const int64_t N = in0_shape0, M = TA ? in0_shape2 : in0_shape1, K = TA ? in0_shape1 : in0_shape2;
+const int64_t P = TB ? in1_shape1 : in1_shape2;
+const T* A = in0_p; const T* B = in1_p; T* C = out0_p;
+#pragma omp parallel for schedule(static)
+for (int64_t ni = 0; ni < N * M; ni++) {
+    const int64_t n = ni / M, i = ni % M;
+    const T* An = A + n * M * K;
+    const T* Bn = B + n * K * P;
+    T* c = C + ni * P;
+    if (!TB) {
+        for (int64_t j = 0; j < P; j++) c[j] = T(0);
+        for (int64_t k = 0; k < K; k++) {
+            const T a = TA ? An[k * M + i] : An[i * K + k];
+            const T* b = Bn + k * P;
+            for (int64_t j = 0; j < P; j++) c[j] += a * b[j];
+        }
+    } else {
+        for (int64_t j = 0; j < P; j++) {
+            const T* b = Bn + j * K;
+            T acc = T(0);
+            for (int64_t k = 0; k < K; k++) acc += (TA ? An[k * M + i] : An[i * K + k]) * b[k];
+            c[j] = acc;
+        }
+    }
+}
+"""
+
+
+def _bmm_kernel(a, b, ta, tb):
+    n, m = a.shape[0], (a.shape[2] if ta else a.shape[1])
+    p = b.shape[1] if tb else b.shape[2]
+    src = _BMM_SRC.replace("__TA__", "true" if ta else "false").replace("__TB__", "true" if tb else "false")
+    return jt.code([n, m, p], a.dtype, [a, b], cpu_src=src)
+
+
+class _BatchedMatmul(jt.Function):
+    def __init__(self, ta=False, tb=False):
+        self.ta, self.tb = ta, tb
+
+    def execute(self, a, b):
+        self._a, self._b = a, b
+        return _bmm_kernel(a, b, self.ta, self.tb)
+
+    def grad(self, g):
+        a, b, ta, tb = self._a, self._b, self.ta, self.tb
+        da = _bmm_kernel(b, g, tb, True) if ta else _bmm_kernel(g, b, False, not tb)
+        db = _bmm_kernel(g, a, True, ta) if tb else _bmm_kernel(a, g, not ta, False)
+        return da, db
+
+
+def bmm(a, b, transpose_a=False, transpose_b=False):
+    """Batched matrix product of 3-D Vars: ``op(a) @ op(b)`` per leading index, ``op``
+    transposing the last two dimensions when asked (``torch.bmm`` with ``.transpose(1, 2)``
+    operands). Jittor's ``matmul`` on 3-D/4-D operands is a single-threaded
+    broadcast-multiply-reduce whose backward is a strided reduction; this is one OpenMP
+    kernel each way (``bench/jittor_repros.py``, ``bmm``). On CUDA: ``jt.matmul``."""
+    assert a.ndim == 3 and b.ndim == 3, "bmm takes (N, M, K) and (N, K, P) Vars"
+    if jt.flags.use_cuda:
+        t = lambda v: v.transpose(0, 2, 1)  # noqa: E731
+        return jt.matmul(t(a) if transpose_a else a, t(b) if transpose_b else b)
+    return _BatchedMatmul(transpose_a, transpose_b)(a, b)
 
 
 class MultiheadAttention(nn.Module):
@@ -198,10 +391,10 @@ class MultiheadAttention(nn.Module):
         q = nn.matmul_transpose(query, w_q) + b_q
         k = nn.matmul_transpose(key, w_k) + b_k
         v = nn.matmul_transpose(value, w_v) + b_v
-        q = q.reshape(b, l, h, d).transpose(0, 2, 1, 3) * (1.0 / math.sqrt(d))
+        q = q.reshape(b, l, h, d).transpose(0, 2, 1, 3) * _const(1.0 / math.sqrt(d), q.dtype)
         k = k.reshape(b, s, h, d).transpose(0, 2, 1, 3)
         v = v.reshape(b, s, h, d).transpose(0, 2, 1, 3)
-        logits = jt.matmul(q, k.transpose(0, 1, 3, 2))
+        logits = bmm(q.reshape(b * h, l, d), k.reshape(b * h, s, d), transpose_b=True).reshape(b, h, l, s)
         if attn_mask is not None:
             mask = attn_mask if attn_mask.ndim == 2 else attn_mask.reshape(b, h, l, s)
             if mask.dtype == jt.bool:
@@ -214,7 +407,8 @@ class MultiheadAttention(nn.Module):
         attn = nn.softmax(logits, dim=-1)
         if self.dropout > 0 and self.is_training():
             attn = nn.dropout(attn, self.dropout, is_train=True)
-        out = jt.matmul(attn, v).transpose(0, 2, 1, 3).reshape(b, l, e)
+        out = bmm(attn.reshape(b * h, l, s), v.reshape(b * h, s, d)).reshape(b, h, l, d)
+        out = out.transpose(0, 2, 1, 3).reshape(b, l, e)
         return self.out_proj(out), (attn.mean(dim=1) if need_weights else None)
 
 
