@@ -8,6 +8,10 @@
 
 ``--full`` is the real run; the default quick form (tiny images, a few steps) is what
 ``make test`` runs through ``tests/test_gates.py``. A gate that cannot run fails.
+Both forms use ``configs/synthetic/rtdetr_r18vd_small_synthetic.yml`` (r18vd backbone,
+narrow encoder/decoder). Gates 2 and 3 use the EMA weights that gate 1 scored, written
+as ``train/best_ema.pkl`` (a bare state_dict both frameworks read). The summary's
+schema is described in README.md ("Gate summary schema").
 """
 import argparse
 import json
@@ -20,7 +24,7 @@ from argparse import Namespace
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIG = os.path.join(ROOT, "configs", "synthetic", "rtdetr_r18vd_synthetic.yml")
+CONFIG = os.path.join(ROOT, "configs", "synthetic", "rtdetr_r18vd_small_synthetic.yml")
 PHOTOS = os.path.join(ROOT, "fixtures", "photos")
 FIXTURE_DATA = os.path.join(ROOT, "fixtures", "synthetic_coco")
 FRAMEWORKS = ("pytorch", "jittor")
@@ -57,6 +61,17 @@ def train_args(settings, data, out, max_steps, resume=None, eval_=True):
                      target_ap50=settings["target_ap50"], progress=sys.stderr.isatty())
 
 
+def export_ema_weights(checkpoint, path):
+    """Write the EMA model of a training ``checkpoint`` (the weights evaluation scored
+    during training) as a bare state_dict of NumPy arrays, readable by both frameworks."""
+    from rtdetr_common.checkpoint_io import CheckpointError, read_checkpoint, save_atomic
+    ckpt = read_checkpoint(checkpoint)
+    if not ckpt.get("ema"):
+        raise CheckpointError(f"{checkpoint} holds no EMA model (use_ema is off?)")
+    save_atomic(ckpt["ema"]["module"], path)
+    return path
+
+
 def gate_train(framework, settings, data, out):
     from rtdetr_common.loops import train
     t0 = time.time()
@@ -64,21 +79,26 @@ def gate_train(framework, settings, data, out):
     minutes = (time.time() - t0) / 60
     target = settings["target_ap50"]
     passed = target is None or result["best_ap50"] > target
+    best = os.path.join(out, "best.ckpt" if os.path.exists(os.path.join(out, "best.ckpt")) else "last.ckpt")
+    weights = export_ema_weights(best, os.path.join(out, "best_ema.pkl"))
     return {"passed": passed, "steps": result["steps"], "epochs": result["epochs"], "minutes": round(minutes, 2),
+            "seconds_per_step": round(minutes * 60 / max(result["steps"], 1), 2),
             "best_ap50": result["best_ap50"], "target_ap50": target,
-            "checkpoint": os.path.join(out, "best.ckpt" if os.path.exists(os.path.join(out, "best.ckpt")) else "last.ckpt")}
+            "ap50_by_epoch": [[r["step"], round(r["AP50"], 4)] for r in result["history"] if "AP50" in r],
+            "checkpoint": best, "weights": weights}
 
 
 def gate_eval(framework, settings, data, checkpoint, out):
     from rtdetr_common.loops import run_eval
-    aps = {}
+    metrics = {}
     for fw in (framework, other(framework)):
         args = Namespace(checkpoint=checkpoint, data=data, input_size=settings["input_size"],
                          batch_size=settings["batch_size"], output_dir=os.path.join(out, f"eval_in_{fw}"), progress=False)
-        aps[fw] = run_eval(make_engine(fw, settings), args)["AP"]
-    diff_points = abs(aps[framework] - aps[other(framework)]) * 100
-    return {"passed": diff_points <= 0.1, "AP": aps[framework], "AP_other_framework": aps[other(framework)],
-            "AP_diff_points": round(diff_points, 4)}
+        metrics[fw] = run_eval(make_engine(fw, settings), args)
+    own, theirs = metrics[framework], metrics[other(framework)]
+    diff_points = abs(own["AP"] - theirs["AP"]) * 100
+    return {"passed": diff_points <= 0.1, "AP": own["AP"], "AP50": own["AP50"], "AP_other_framework": theirs["AP"],
+            "AP50_other_framework": theirs["AP50"], "AP_diff_points": round(diff_points, 4)}
 
 
 def gate_infer(framework, settings, checkpoint, out):
@@ -152,19 +172,22 @@ def run_gate(name, fn, *args):
 
 def run_all(settings, out, frameworks=FRAMEWORKS):
     os.makedirs(out, exist_ok=True)
+    t0 = time.time()
     data = prepare_data(settings, out)
-    summary = {"mode": "full" if settings is FULL else "quick", "settings": settings, "data": data, "gates": {}}
+    summary = {"mode": "full" if settings is FULL else "quick", "config": os.path.relpath(CONFIG, ROOT),
+               "settings": settings, "data": data, "gates": {}}
     for fw in frameworks:
         base = os.path.join(out, fw)
         g = summary["gates"][fw] = {}
         g["train"] = run_gate(f"{fw}/train", gate_train, fw, settings, data, os.path.join(base, "train"))
-        ckpt = g["train"].get("checkpoint", os.path.join(base, "train", "last.ckpt"))
-        g["eval"] = run_gate(f"{fw}/eval", gate_eval, fw, settings, data, ckpt, os.path.join(base, "eval"))
-        g["infer"] = run_gate(f"{fw}/infer", gate_infer, fw, settings, ckpt, os.path.join(base, "infer"))
+        weights = g["train"].get("weights", os.path.join(base, "train", "best_ema.pkl"))
+        g["eval"] = run_gate(f"{fw}/eval", gate_eval, fw, settings, data, weights, os.path.join(base, "eval"))
+        g["infer"] = run_gate(f"{fw}/infer", gate_infer, fw, settings, weights, os.path.join(base, "infer"))
         g["resume"] = run_gate(f"{fw}/resume", gate_resume, fw, settings, data, os.path.join(base, "resume"))
         g["cross_resume"] = run_gate(f"{fw}/cross_resume", gate_cross_resume, fw, settings, data,
                                      os.path.join(base, "cross_resume"))
     summary["passed"] = all(r["passed"] for g in summary["gates"].values() for r in g.values())
+    summary["minutes"] = round((time.time() - t0) / 60, 2)
     with open(os.path.join(out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1, default=str)
     with open(os.path.join(out, "summary.md"), "w") as f:
@@ -174,12 +197,15 @@ def run_all(settings, out, frameworks=FRAMEWORKS):
 
 
 def render_markdown(summary):
-    lines = [f"# Gates ({summary['mode']}): {'PASS' if summary['passed'] else 'FAIL'}", "",
-             "| framework | gate | verdict | figures |", "|---|---|---|---|"]
+    lines = [f"# Gates ({summary['mode']}): {'PASS' if summary['passed'] else 'FAIL'} in {summary.get('minutes', '?')} min", "",
+             f"config `{summary.get('config')}`, data `{summary['data']}`", "",
+             "| framework | gate | verdict | minutes | figures |", "|---|---|---|---|---|"]
+    hidden = ("passed", "traceback", "checkpoint", "weights", "seconds")
     for fw, gates in summary["gates"].items():
         for name, r in gates.items():
-            figures = ", ".join(f"{k}={v}" for k, v in r.items() if k not in ("passed", "traceback", "checkpoint"))
-            lines.append(f"| {fw} | {name} | {'PASS' if r['passed'] else 'FAIL'} | {figures} |")
+            figures = ", ".join(f"{k}={v}" for k, v in r.items() if k not in hidden)
+            minutes = round(r.get("seconds", 0) / 60, 2)
+            lines.append(f"| {fw} | {name} | {'PASS' if r['passed'] else 'FAIL'} | {minutes} | {figures} |")
     return "\n".join(lines) + "\n"
 
 

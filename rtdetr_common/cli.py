@@ -34,7 +34,7 @@ def train_main(engine_cls, argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-every", type=int, default=1, help="evaluate every N epochs")
     p.add_argument("--no-eval", action="store_true")
-    p.add_argument("--target-ap50", type=float, default=None, help="stop once val AP50 reaches this")
+    p.add_argument("--target-ap50", type=float, default=None, help="stop once val AP50 exceeds this")
     args = p.parse_args(argv)
     result = train(_engine(engine_cls, args), args)
     print(json.dumps({k: v for k, v in result.items() if k != "history"}))

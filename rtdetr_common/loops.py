@@ -127,7 +127,7 @@ def train(engine, args):
         history.append(record)
         engine.save_checkpoint(os.path.join(args.output_dir, "last.ckpt"), epoch, step,
                                {"loader": loader.state_dict(), "best_ap50": best_ap50})
-        if args.target_ap50 is not None and record.get("AP50", -1) >= args.target_ap50:
+        if args.target_ap50 is not None and record.get("AP50", -1) > args.target_ap50:
             break
     return {"steps": step, "epochs": epoch, "best_ap50": best_ap50, "history": history}
 
