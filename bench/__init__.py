@@ -7,7 +7,8 @@ process (``bench.worker``), and writes ``reports/bench/bench.json`` and ``bench.
 ``python -m bench.profile_jittor`` gives the op-level profile of both frameworks.
 
 Modules: ``workload`` (configs, inputs, targets), ``worker`` (one measured process),
-``stats`` (medians and spreads), ``cold`` (a fresh Jittor cache), ``report``
-(JSON/Markdown), ``run`` (the interleaving orchestrator), ``profile_jittor`` and
-``profile_torch`` (op-level profiles).
+``procs`` (the orchestrator's handle on a worker), ``stats`` (medians and spreads),
+``cold`` (a fresh Jittor cache), ``report`` (JSON/Markdown), ``run`` (the interleaving
+orchestrator), ``profile_common``, ``profile_jittor`` and ``profile_torch`` (op-level
+profiles), ``jittor_repros`` (minimal reproductions of Jittor-side limits).
 """

@@ -18,6 +18,7 @@ class Worker:
         self.spec = spec
         self.repeats = repeats
         self.times_ms = []
+        self.cpu_times_ms = []
         self.log_path = log_path
         os.makedirs(os.path.dirname(log_path), exist_ok=True)
         self._log = open(log_path, "w")
@@ -49,9 +50,10 @@ class Worker:
 
     def step(self):
         self._send("step")
-        ms = self._read()["ms"]
-        self.times_ms.append(ms)
-        return ms
+        msg = self._read()
+        self.times_ms.append(msg["ms"])
+        self.cpu_times_ms.append(msg.get("cpu_ms"))
+        return msg["ms"]
 
     def finish(self):
         self._send("finish")

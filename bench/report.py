@@ -2,11 +2,13 @@
 
 JSON layout (documented keys, checked by ``tests/test_bench.py``):
 
-- ``meta``: machine, versions, threads, load average before/after, options, wall time, note.
+- ``meta``: machine, versions, threads, load average before/after, ``other_load_cores`` (other
+  processes' average CPU use during the run), options, wall time, note.
 - ``results``: one entry per measured configuration: ``model, phase, framework,
-  onednn, batch, size, times_ms, warmup_ms, first_ms, import_s, build_s, peak_rss_mb,
-  info, error`` plus the ``bench.stats.summarize`` keys (``median_ms, iqr_ms`` ...).
-- ``ratios``: per model/phase/oneDNN setting, ``jittor_median_ms / torch_median_ms``.
+  onednn, batch, size, times_ms, cpu_times_ms, cpu_median_ms, warmup_ms, first_ms, import_s,
+  build_s, peak_rss_mb, info, error`` plus the ``bench.stats.summarize`` keys (``median_ms, iqr_ms`` ...).
+- ``ratios``: per model/phase/oneDNN setting, ``ratio`` = ``jittor_median_ms / torch_median_ms``
+  and ``cpu_ratio`` = the same for the median process CPU time per run.
 - ``agreement``: what the two frameworks computed on the same inputs and weights
   (eval: max |difference| of logits and boxes; train: first-step loss of each).
 - ``cold``: Jittor with an empty compile cache (``null`` when not measured).
@@ -15,13 +17,17 @@ import json
 import os
 
 REQUIRED_KEYS = ("meta", "results", "ratios", "agreement", "cold")
-RESULT_KEYS = ("model", "phase", "framework", "onednn", "batch", "size", "times_ms", "median_ms",
+RESULT_KEYS = ("model", "phase", "framework", "onednn", "batch", "size", "times_ms", "cpu_median_ms", "median_ms",
                "iqr_ms", "min_ms", "max_ms", "first_ms", "peak_rss_mb", "error")
-RATIO_KEYS = ("model", "phase", "onednn", "torch_median_ms", "jittor_median_ms", "ratio")
+RATIO_KEYS = ("model", "phase", "onednn", "torch_median_ms", "jittor_median_ms", "ratio", "cpu_ratio")
 
 
 def _ms(x):
     return "—" if x is None else (f"{x:.0f}" if x >= 100 else f"{x:.1f}")
+
+
+def _cores(x):
+    return "unknown" if x is None else f"{x:.2f} cores"
 
 
 def _mb(x):
@@ -53,7 +59,8 @@ def markdown(data):
              f"Input {meta['size']}x{meta['size']}, eval batch {meta['eval_batch']}, train batch "
              f"{meta['train_batch']}, threads {meta['threads']} (OMP_NUM_THREADS={meta['env'].get('OMP_NUM_THREADS')}),"
              f" {meta['machine']['cpus']} CPUs ({meta['machine']['cpu_model']}).",
-             f"Load average before/after: {meta['loadavg_start']} / {meta['loadavg_end']}. "
+             f"Load average before/after: {meta['loadavg_start']} / {meta['loadavg_end']}; other processes' "
+             f"average CPU use during the run: {_cores(meta.get('other_load_cores'))}. "
              f"Wall time {meta['wall_s']:.0f} s.", ""]
     tinfo = next((r.get("info") or {} for r in results if r["framework"] == "torch" and r.get("info")), {})
     jinfo = next((r.get("info") or {} for r in results if r["framework"] == "jittor" and r.get("info")), {})
@@ -64,17 +71,19 @@ def markdown(data):
     if meta.get("note"):
         lines += [f"Note: {meta['note']}", ""]
     lines += ["Times: median ± IQR (min, count) of warm runs in ms; ratio = Jittor median / PyTorch median; "
-              "first = first iteration of the process "
+              "CPU ratio = the same for the process CPU time (all threads) of each run, which a shared machine "
+              "disturbs less than wall time; first = first iteration of the process "
               "(warm compile cache); RSS = peak resident memory of that process.", "",
-              "| model | phase | oneDNN | torch ms | jittor ms | ratio J/T | torch first ms | jittor first ms "
+              "| model | phase | oneDNN | torch ms | jittor ms | ratio J/T | CPU ratio | torch first ms | jittor first ms "
               "| torch RSS MB | jittor RSS MB |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for rt in data["ratios"]:
         t = _find(results, rt["model"], rt["phase"], "torch")
         j = _find(results, rt["model"], rt["phase"], "jittor", rt["onednn"])
         ratio = "—" if rt["ratio"] is None else f"{rt['ratio']:.2f}"
+        cpu_ratio = "—" if rt.get("cpu_ratio") is None else f"{rt['cpu_ratio']:.2f}"
         lines.append(f"| {rt['model']} | {rt['phase']} | {'on' if rt['onednn'] else 'off'} | {_cell(t)} | "
-                     f"{_cell(j)} | {ratio} | {_ms(t and t.get('first_ms'))} | {_ms(j and j.get('first_ms'))} | "
+                     f"{_cell(j)} | {ratio} | {cpu_ratio} | {_ms(t and t.get('first_ms'))} | {_ms(j and j.get('first_ms'))} | "
                      f"{_mb(t and t.get('peak_rss_mb'))} | {_mb(j and j.get('peak_rss_mb'))} |")
     lines += ["", "## Jittor cold compile (empty cache)", ""]
     cold = data.get("cold")
@@ -103,12 +112,13 @@ def markdown(data):
 
 def table(data):
     """A compact plain-text table for the console."""
-    rows = [("model", "phase", "oneDNN", "torch ms", "jittor ms", "J/T", "torch MB", "jittor MB")]
+    rows = [("model", "phase", "oneDNN", "torch ms", "jittor ms", "J/T", "CPU J/T", "torch MB", "jittor MB")]
     for rt in data["ratios"]:
         t = _find(data["results"], rt["model"], rt["phase"], "torch")
         j = _find(data["results"], rt["model"], rt["phase"], "jittor", rt["onednn"])
         rows.append((rt["model"], rt["phase"], "on" if rt["onednn"] else "off", _cell(t), _cell(j),
                      "—" if rt["ratio"] is None else f"{rt['ratio']:.2f}",
+                     "—" if rt.get("cpu_ratio") is None else f"{rt['cpu_ratio']:.2f}",
                      _mb(t and t.get("peak_rss_mb")), _mb(j and j.get("peak_rss_mb"))))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows)

@@ -7,8 +7,9 @@ iterations alternate between the live workers (A B C, C B A, A B C, ...), so
 machine drift falls on all of them alike. Each process reports its own peak RSS.
 Threads are pinned through OMP_NUM_THREADS/MKL_NUM_THREADS and
 ``torch.set_num_threads``; Jittor's own fused CPU kernels are single-threaded in
-1.3.11, its oneDNN ops follow OMP_NUM_THREADS. ``--cold`` adds the Jittor compile
-times from an empty cache (``bench.cold``). Writes ``bench.json`` and ``bench.md``.
+1.3.11, its oneDNN ops and the project's OpenMP kernels follow OMP_NUM_THREADS. The
+Jittor compile times from an empty cache (``bench.cold``) are measured last unless
+``--no-cold`` or ``--quick``. Writes ``bench.json`` and ``bench.md``.
 """
 import argparse
 import os
@@ -43,7 +44,9 @@ def parse_args(argv=None):
     p.add_argument("--nomkl-models", default="r18vd", help="models also measured with Jittor's oneDNN off ('' for none)")
     p.add_argument("--nomkl-phases", default="eval", help="phases measured with oneDNN off (a training step takes minutes)")
     p.add_argument("--nomkl-repeats", type=int, default=2, help="timed runs with oneDNN off (no warm-up after the first)")
-    p.add_argument("--cold", action="store_true", help="also measure Jittor's compile times from an empty cache")
+    p.add_argument("--cold", dest="cold", action="store_true", default=True,
+                   help="measure Jittor's compile times from an empty cache (the default; minutes)")
+    p.add_argument("--no-cold", dest="cold", action="store_false", help="skip the cold-cache measurement")
     p.add_argument("--quick", action="store_true", help="r18vd, 3 repeats, 1 warm-up, oneDNN on only, no cold")
     p.add_argument("--out", default=os.path.join(ROOT, "reports", "bench"))
     p.add_argument("--note", default="", help="free text stored in the report (e.g. 'machine shared')")
@@ -82,6 +85,27 @@ def machine_info():
             "python": platform.python_version()}
 
 
+def cpu_busy_s():
+    """(busy CPU seconds of the whole machine, of this process and its finished children)."""
+    import resource
+    ours = sum(getattr(resource.getrusage(w), f) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+               for f in ("ru_utime", "ru_stime"))
+    try:
+        with open("/proc/stat") as f:
+            vals = [int(v) for v in f.readline().split()[1:]]
+        idle = vals[3] + (vals[4] if len(vals) > 4 else 0)
+        return (sum(vals[:8]) - idle) / os.sysconf("SC_CLK_TCK"), ours
+    except (OSError, ValueError, IndexError):
+        return None, ours
+
+
+def other_load(start, end, wall_s):
+    """Average number of cores busy with other processes' work during the run (None if unknown)."""
+    if start[0] is None or end[0] is None or wall_s <= 0:
+        return None
+    return round(max(0.0, (end[0] - start[0]) - (end[1] - start[1])) / wall_s, 2)
+
+
 def loadavg():
     try:
         return [round(x, 2) for x in os.getloadavg()]
@@ -105,10 +129,12 @@ def _configs(args, model, phase):
 
 def _result(spec, onednn, worker=None, ready=None, done=None, error=None):
     times = list(worker.times_ms) if worker else []
+    cpu = summarize(list(worker.cpu_times_ms) if worker else [])
     ready, done = ready or {}, done or {}
     info = {k: v for k, v in ready.items() if k not in ("event", "first_ms", "warmup_ms", "import_s", "build_s")}
     return {"model": spec["model"], "phase": spec["phase"], "framework": spec["framework"], "onednn": onednn,
             "batch": spec["batch"], "size": spec["size"], "times_ms": times, **summarize(times),
+            "cpu_times_ms": list(worker.cpu_times_ms) if worker else [], "cpu_median_ms": cpu["median_ms"],
             "warmup_ms": ready.get("warmup_ms"), "first_ms": ready.get("first_ms"), "import_s": ready.get("import_s"),
             "build_s": ready.get("build_s"), "peak_rss_mb": done.get("peak_rss_mb"), "info": info, "error": error}
 
@@ -179,8 +205,11 @@ def _ratios(results):
             continue
         t = next((x for x in results if x["framework"] == "torch" and (x["model"], x["phase"]) == (r["model"], r["phase"])), None)
         tm = t["median_ms"] if t else None
+        tc = t.get("cpu_median_ms") if t else None
         out.append({"model": r["model"], "phase": r["phase"], "onednn": r["onednn"], "torch_median_ms": tm,
-                    "jittor_median_ms": r["median_ms"], "ratio": ratio(r["median_ms"], tm)})
+                    "jittor_median_ms": r["median_ms"], "ratio": ratio(r["median_ms"], tm),
+                    "torch_cpu_median_ms": tc, "jittor_cpu_median_ms": r.get("cpu_median_ms"),
+                    "cpu_ratio": ratio(r.get("cpu_median_ms"), tc)})
     return out
 
 
@@ -214,6 +243,7 @@ def measure_cold(args, model, log_dir):
 def main(argv=None):
     args = parse_args(argv)
     t_start = time.time()
+    busy_start = cpu_busy_s()
     meta = {"size": args.size, "eval_batch": args.eval_batch, "train_batch": args.train_batch, "threads": args.threads,
             "repeats": args.repeats, "warmup": args.warmup, "train_repeats": args.train_repeats,
             "train_warmup": args.train_warmup, "models": _split(args.models), "phases": _split(args.phases),
@@ -235,6 +265,11 @@ def main(argv=None):
         shutil.rmtree(work, ignore_errors=True)
     cold = measure_cold(args, _split(args.models)[0], log_dir) if args.cold else None
     meta.update(loadavg_end=loadavg(), wall_s=time.time() - t_start)
+    meta["other_load_cores"] = other_load(busy_start, cpu_busy_s(), meta["wall_s"])
+    if meta["other_load_cores"] is not None and meta["other_load_cores"] >= 0.25:
+        shared = (f"machine shared: other processes kept {meta['other_load_cores']:.2f} of "
+                  f"{meta['machine']['cpus']} cores busy on average during this run")
+        meta["note"] = f"{meta['note']}; {shared}" if meta["note"] else shared
     data = {"meta": meta, "results": results, "ratios": _ratios(results), "agreement": agree, "cold": cold}
     json_path, md_path = report.write(args.out, data)
     print(report.table(data))

@@ -4,7 +4,8 @@
 the shared weights (or, for the reference, writes them), runs the first iteration
 (timed on its own: with a cold Jittor cache this is where the compiling happens)
 and the warm-up, then answers the orchestrator on stdin/stdout, one JSON line each:
-``step`` runs one timed iteration, ``finish`` reports peak resident memory and exits.
+``step`` runs one timed iteration (wall and process CPU milliseconds), ``finish``
+reports peak resident memory and exits.
 Protocol lines go to a private copy of stdout; everything the frameworks print goes
 to stderr, so nothing can corrupt the protocol.
 
@@ -69,10 +70,13 @@ class _Runner:
             os.replace(path + ".tmp.npz", path)
 
     def step(self):
-        """One timed iteration; returns milliseconds."""
-        t0 = time.perf_counter()
+        """One timed iteration; returns wall milliseconds (``self.last_cpu_ms``: CPU time of
+        the process, all its threads, over the same iteration)."""
+        c0, t0 = time.process_time(), time.perf_counter()
         self.last = self.eval_step() if self.spec["phase"] == "eval" else self.engine.train_step(self.images, self.targets)
-        return (time.perf_counter() - t0) * 1000.0
+        t1, c1 = time.perf_counter(), time.process_time()
+        self.last_cpu_ms = (c1 - c0) * 1000.0
+        return (t1 - t0) * 1000.0
 
     def save_outputs(self, path, first):
         if not path:
@@ -139,7 +143,8 @@ def _serve(spec, send):
     for line in sys.stdin:
         cmd = line.strip()
         if cmd == "step":
-            send({"event": "step", "ms": runner.step()})
+            ms = runner.step()
+            send({"event": "step", "ms": ms, "cpu_ms": runner.last_cpu_ms})
         elif cmd == "finish":
             break
     send({"event": "done", "peak_rss_mb": peak_rss_mb()})

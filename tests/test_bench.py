@@ -30,7 +30,8 @@ def _fake_data():
     results = [res("torch", None, [2.0, 2.0]), res("jittor", True, [1.0, 1.0]), res("jittor", False, [])]
     results[-1]["error"] = "RuntimeError: boom"
     ratios = [{"model": "r18vd", "phase": "eval", "onednn": o, "torch_median_ms": 2.0,
-               "jittor_median_ms": m, "ratio": ratio(m, 2.0)} for o, m in ((True, 1.0), (False, None))]
+               "jittor_median_ms": m, "ratio": ratio(m, 2.0), "cpu_ratio": ratio(m, 4.0)}
+              for o, m in ((True, 1.0), (False, None))]
     meta = {"size": 64, "eval_batch": 1, "train_batch": 2, "threads": 2, "env": {"OMP_NUM_THREADS": "2"},
             "machine": {"cpus": 2, "cpu_model": "x"}, "loadavg_start": [0, 0, 0], "loadavg_end": [0, 0, 0],
             "wall_s": 1.0, "note": "shared"}
@@ -42,10 +43,19 @@ def _fake_data():
 def test_report_renders_table_and_failures(tmp_path):
     data = _fake_data()
     md = report.markdown(data)
-    assert "| r18vd | eval | on |" in md and "0.50" in md and "boom" in md and "Not measured" in md
+    assert "| r18vd | eval | on |" in md and "0.50 | 0.25 |" in md and "boom" in md and "Not measured" in md
+    assert "CPU ratio" in md and "other processes" in md
     assert "r18vd" in report.table(data)
     json_path, md_path = report.write(str(tmp_path), data)
     assert json.load(open(json_path))["ratios"][0]["ratio"] == 0.5 and os.path.exists(md_path)
+
+
+def test_other_load_is_machine_cpu_minus_ours():
+    from bench.run import cpu_busy_s, other_load
+    assert other_load((10.0, 1.0), (16.0, 3.0), 4.0) == 1.0  # 6 busy seconds, 2 of them ours, over 4 s
+    assert other_load((10.0, 1.0), (11.0, 3.0), 4.0) == 0.0
+    assert other_load((None, 1.0), (11.0, 3.0), 4.0) is None
+    assert cpu_busy_s()[1] >= 0
 
 
 def test_jittor_profile_parsing():
@@ -80,7 +90,7 @@ def test_bench_run_writes_documented_files(tmp_path):
     for r in data["results"]:
         assert all(k in r for k in report.RESULT_KEYS)
         assert r["error"] is None, r["error"]
-        assert len(r["times_ms"]) == 1 and r["peak_rss_mb"] > 0
+        assert len(r["times_ms"]) == 1 and r["peak_rss_mb"] > 0 and len(r["cpu_times_ms"]) == 1
     for rt in data["ratios"]:
         assert all(k in rt for k in report.RATIO_KEYS)
     assert data["meta"]["threads"] == 1 and data["cold"] is None
