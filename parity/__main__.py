@@ -24,14 +24,17 @@ def compare_command(args):
     from .run import build_pair, compare, make_batch, save_first_divergence
     from .steps import run_steps
     t0 = time.time()
-    pair = build_pair(args.config, weight_seed=args.seed, random_weights=not args.fresh_init)
+    pair = build_pair(args.config, weight_seed=args.seed, random_weights=not args.fresh_init, dtype=args.dtype)
     num_classes = pair.ref.cfg["num_classes"]
     gt_counts = [int(c) for c in args.gt_counts.split(",")] if args.gt_counts else None
     images, targets = make_batch(args.seed, args.batch, args.size, num_classes, gt_counts)
-    run_name = args.run or f"{os.path.splitext(os.path.basename(args.config))[0]}_{args.mode}_{args.size}_b{args.batch}_s{args.seed}"
+    run_name = args.run or (f"{os.path.splitext(os.path.basename(args.config))[0]}_{args.mode}_{args.size}"
+                            f"_b{args.batch}_s{args.seed}" + ("_f64" if args.dtype == "float64" else ""))
     run_dir = os.path.join(args.out, run_name)
     extra = {}
     if args.mode == "steps":
+        if args.dtype != "float32":
+            raise SystemExit("--mode steps runs in float32 only (the optimizers keep float32 state)")
         batches = [make_batch(args.seed + i, args.batch, args.size, num_classes, gt_counts) for i in range(args.steps)]
         results, drift = run_steps(pair, batches, args.steps, noise_seed=args.seed)
         extra["drift"] = drift
@@ -46,7 +49,7 @@ def compare_command(args):
         config={"path": args.config, "weights": "fresh init" if args.fresh_init else f"realistic random (seed {args.seed})"},
         input_info={"mode": args.mode, "size": args.size, "batch": args.batch, "seed": args.seed,
                     "gt_counts": [len(t["labels"]) for t in targets], "force_topk": not args.no_force_topk,
-                    "force_matcher": args.force_matcher, "noise_floor": not args.no_floor, "steps": args.steps if args.mode == "steps" else None},
+                    "force_matcher": args.force_matcher, "dtype": args.dtype, "noise_floor": not args.no_floor, "steps": args.steps if args.mode == "steps" else None},
         environment=_environment(), saved_inputs=saved)
     report.update(extra)
     report["seconds"] = round(time.time() - t0, 1)
@@ -93,6 +96,8 @@ def main(argv=None):
     c.add_argument("--gt-counts", default=None, help="comma-separated GT boxes per image, e.g. 3,0")
     c.add_argument("--out", default="reports")
     c.add_argument("--run", default=None, help="run name (default: derived from the arguments)")
+    c.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                   help="float64 runs both twins in double precision (whole-model gradients; not with --mode steps)")
     c.add_argument("--fresh-init", action="store_true", help="compare the default initialisation (degenerate)")
     c.add_argument("--no-force-topk", action="store_true", help="let the twin take its own top-k decision")
     c.add_argument("--force-matcher", action="store_true", help="impose the reference's matcher assignment")

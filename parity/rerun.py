@@ -8,6 +8,7 @@ compares the outputs with the tolerance registry.
 import numpy as np
 
 from .capture import flatten, jittor_to_numpy, torch_to_numpy
+from .run import jittor_array
 from .tolerances import load_registry
 
 
@@ -40,7 +41,7 @@ def rerun_saved_module(npz_path, eval_mode=True):
     with torch.no_grad():
         ref_out = flatten(module_path, ref_m(*[torch.from_numpy(a) for a in inputs]), torch_to_numpy)
     with jt.no_grad():
-        jt_out = dict(flatten(module_path, jt_m(*[jt.array(a) for a in inputs]), jittor_to_numpy))
+        jt_out = dict(flatten(module_path, jt_m(*[jittor_array(a) for a in inputs]), jittor_to_numpy))
     registry = load_registry()
     results = [registry.judge(name, value, jt_out[name]) for name, value in ref_out]
     return {"module": module_path, "passed": all(r.passed for r in results),

@@ -33,23 +33,40 @@ class Pair:
     jt: object
     weights: dict = field(repr=False)
     jittor_weight_edits: dict = field(default_factory=dict, repr=False)  # planted-bug tests only
+    dtype: str = "float32"
+
+    def cast_inputs(self, images, targets=None):
+        """Images and target boxes in the pair's float dtype (labels stay int64)."""
+        images = images.astype(self.dtype)
+        if targets is not None:
+            targets = [{k: v.astype(self.dtype) if v.dtype.kind == "f" else v for k, v in t.items()}
+                       for t in targets]
+        return images, targets
 
     def jittor_weights(self):
         return {**self.weights, **self.jittor_weight_edits}
 
 
-def build_pair(config, overrides=None, weight_seed=0, random_weights=True):
+def build_pair(config, overrides=None, weight_seed=0, random_weights=True, dtype="float32"):
+    """``dtype="float64"`` runs both twins in double precision: float32 rounding then no
+    longer decides which side of a ReLU or sampling-cell kink a value falls on, so
+    whole-model gradients can be compared to the issue's 1e-4 relative target."""
     import reference_pytorch
     import rtdetr_jittor
+    if dtype not in ("float32", "float64"):
+        raise ValueError(f"dtype must be 'float32' or 'float64', not {dtype!r}")
     ref = reference_pytorch.build(config, overrides)
     jtb = rtdetr_jittor.build(config, overrides)
+    if dtype == "float64":
+        ref.model.double()
+        jtb.model.float64()
     if random_weights:
         state = realistic_random_state(torch_shapes(ref.model), weight_seed)
         load_into_torch(ref.model, state)
     else:
         state = {k: v.detach().numpy().copy() for k, v in ref.model.state_dict().items()}
     load_into_jittor(jtb.model, state)
-    return Pair(config, ref, jtb, state)
+    return Pair(config, ref, jtb, state, dtype=dtype)
 
 
 def make_batch(seed, batch, size, num_classes, gt_counts=None):
@@ -74,7 +91,15 @@ def torch_targets(targets):
 
 def jittor_targets(targets):
     from rtdetr_jittor._env import jt
-    return [{k: jt.array(v.copy()) for k, v in t.items()} for t in targets]
+    return [{k: jittor_array(v) for k, v in t.items()} for t in targets]
+
+
+def jittor_array(value):
+    """A copy as a Jittor Var; floats keep their dtype (``jt.array`` alone turns float64
+    into float32, which would leave a float64 comparison with float32 targets)."""
+    from rtdetr_jittor._env import jt
+    value = np.array(value, copy=True)
+    return jt.array(value, dtype=str(value.dtype)) if value.dtype.kind == "f" else jt.array(value)
 
 
 # Module outputs that only one framework's hooks can see; they are left out of the
@@ -90,12 +115,31 @@ TOPK_SCORES = {
     "postprocessor.topk_index": ("postprocessor.flat_scores", lambda v: v),
 }
 
+# Tensors the official model builds in float32 whatever the model's dtype (position
+# embedding, anchors, noised denoising boxes: float32 sin/cos/log, where Jittor and torch
+# differ by an ulp or two, as every float32 run judges). A float64 comparison takes them
+# from the reference, so that those ulps do not show as 1e-7 errors in a float64 model.
+FLOAT32_CONSTANTS = ("encoder.pos_embed", "decoder.anchors", "decoder.dn.input_query_bbox")
+
 MATCHER_RECORD = re.compile(r"^probe:matcher\.indices(#\d+)?\.(\d+)\.([01])$")
 
 
-def _forced_decisions(ref_capture, force_topk, force_matcher):
+def _as_framework_tensor(value):
+    """A forced constant as a tensor of the framework that asks for it (its default's type)."""
+    def convert(default):
+        if type(default).__module__.startswith("torch"):
+            import torch
+            return torch.from_numpy(value.copy())
+        return jittor_array(value)
+    return convert
+
+
+def _forced_decisions(ref_capture, force_topk, force_matcher, force_constants=False):
     by = ref_capture.by_name()
     forced = {}
+    for name in FLOAT32_CONSTANTS if force_constants else ():
+        if f"probe:{name}" in by:
+            forced[name] = _as_framework_tensor(by[f"probe:{name}"].value)
     if force_topk:
         for probe in TOPK_SCORES:
             if f"probe:{probe}" in by:
@@ -183,15 +227,15 @@ FLOOR_RUNS = 3
 
 
 def perturb_one_ulp(images, seed=0):
-    """Every pixel moved by one float32 ulp, up or down at random: the smallest change
-    of the input that float32 can express, used to measure the reference's noise floor."""
+    """Every pixel moved by one ulp of its dtype, up or down at random: the smallest
+    change of the input the dtype can express, used to measure the reference's noise floor."""
     rng = np.random.default_rng(seed)
-    direction = np.where(rng.random(images.shape) < 0.5, -np.inf, np.inf).astype(np.float32)
-    return np.nextafter(images, direction).astype(np.float32)
+    direction = np.where(rng.random(images.shape) < 0.5, -np.inf, np.inf).astype(images.dtype)
+    return np.nextafter(images, direction).astype(images.dtype)
 
 
 def _eval_pass(pair, framework, images, inputs_of=()):
-    sizes = np.array([[images.shape[3], images.shape[2]]] * images.shape[0], np.float32)
+    sizes = np.array([[images.shape[3], images.shape[2]]] * images.shape[0], images.dtype)
     if framework == "torch":
         load_into_torch(pair.ref.model, pair.weights)
     else:
@@ -212,9 +256,9 @@ def _eval_pass(pair, framework, images, inputs_of=()):
 
         def run():
             with jt.no_grad():
-                out = model(jt.array(images.copy()))
+                out = model(jittor_array(images))
                 probes.record("output", {"pred_logits": out["pred_logits"], "pred_boxes": out["pred_boxes"]})
-                pair.jt.postprocessor(out, jt.array(sizes))
+                pair.jt.postprocessor(out, jittor_array(sizes))
     return cap.capture(model, run, framework, inputs_of)[1]
 
 
@@ -251,7 +295,7 @@ def _train_pass(pair, framework, images, targets, noise_seed, with_grads, inputs
                     extra.append((f"grad:{n}", None if p.grad is None else p.grad.numpy().copy()))
 
     def run_jt():
-        out = model(jt.array(images.copy()), jittor_targets(targets))
+        out = model(jittor_array(images), jittor_targets(targets))
         losses = pair.jt.criterion(out, jittor_targets(targets))
         total = sum(losses.values())
         for k, v in losses.items():
@@ -275,7 +319,7 @@ def run_eval_forward(pair, images, force_topk=True, measure_floor=False):
     """Eval-mode forward and post-processing in both frameworks.
     Returns (reference capture, twin capture, list of floor captures)."""
     ref_cap = _eval_pass(pair, "torch", images)
-    with probes.forcing(_forced_decisions(ref_cap, force_topk, False)):
+    with probes.forcing(_forced_decisions(ref_cap, force_topk, False, pair.dtype == "float64")):
         jt_cap = _eval_pass(pair, "jittor", images)
     floor_caps = []
     for seed in range(FLOOR_RUNS if measure_floor else 0):
@@ -291,7 +335,7 @@ def run_train_forward(pair, images, targets, noise_seed=0, force_topk=True, forc
     also runs on ``FLOOR_RUNS`` one-ulp-perturbed inputs with its own discrete decisions
     forced, giving each tensor's noise floor. Returns (ref capture, twin capture, list of floor captures)."""
     ref_cap = _train_pass(pair, "torch", images, targets, noise_seed, with_grads)
-    with probes.forcing(_forced_decisions(ref_cap, force_topk, force_matcher)):
+    with probes.forcing(_forced_decisions(ref_cap, force_topk, force_matcher, pair.dtype == "float64")):
         jt_cap = _train_pass(pair, "jittor", images, targets, noise_seed, with_grads)
     floor_caps = []
     for seed in range(FLOOR_RUNS if measure_floor else 0):
@@ -333,6 +377,7 @@ def save_first_divergence(pair, mode, images, targets, noise_seed, ref_cap, resu
     module = next((rec.module for rec in ref_cap.records if rec.name == first.name and rec.kind == "module"), None)
     if module is None:
         return {}
+    images, targets = pair.cast_inputs(images, targets)
     with probes.forcing(_forced_decisions(ref_cap, True, mode == "train")):
         if mode == "eval":
             rerun = _eval_pass(pair, "torch", images, inputs_of=(module,))
@@ -352,6 +397,7 @@ def compare(pair, mode, images, targets=None, noise_seed=0, force_topk=True, for
             measure_floor=False, registry=None):
     """Run ``mode`` ('eval' or 'train') and judge; returns (results, ref_capture, jt_capture)."""
     registry = registry or load_registry()
+    images, targets = pair.cast_inputs(images, targets)
     if mode == "eval":
         ref_cap, jt_cap, floor_caps = run_eval_forward(pair, images, force_topk, measure_floor)
     elif mode == "train":

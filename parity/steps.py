@@ -14,7 +14,7 @@ import numpy as np
 from rtdetr_common.lr_schedule import build_lr_schedule
 from rtdetr_common.noise import NumpyDenoisingNoise, NumpySizeSampler
 
-from .run import jittor_targets, torch_targets
+from .run import jittor_array, jittor_targets, torch_targets
 
 
 class _Side:
@@ -49,7 +49,7 @@ class _Side:
             losses = criterion(out, torch_targets(targets))
         else:
             from rtdetr_jittor._env import jt
-            out = model(jt.array(images.copy()), jittor_targets(targets))
+            out = model(jittor_array(images), jittor_targets(targets))
             losses = criterion(out, jittor_targets(targets))
         total = sum(losses.values())
         loss_value = float(total.item())
@@ -80,6 +80,8 @@ class _Side:
 
 def run_steps(pair, batches, steps, noise_seed=0, registry=None):
     """Train both twins ``steps`` steps; return (results, per-step drift table)."""
+    if pair.dtype != "float32":
+        raise ValueError("optimizer steps are compared in float32 only (build the pair with dtype='float32')")
     from .tolerances import load_registry
     registry = registry or load_registry()
     ref = _Side("torch", pair.ref, noise_seed)

@@ -442,6 +442,7 @@ class RTDETRTransformer(nn.Module):
             anchors, valid_mask = self._generate_anchors(spatial_shapes, device=memory.device)
         else:
             anchors, valid_mask = self.anchors.to(memory.device), self.valid_mask.to(memory.device)
+        anchors = probes.override("decoder.anchors", anchors)
         probes.record("decoder.anchors", anchors)
         probes.record("decoder.valid_mask", valid_mask)
 

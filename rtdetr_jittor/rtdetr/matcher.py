@@ -58,7 +58,7 @@ class HungarianMatcher(nn.Module):
         out_bbox = outputs["pred_boxes"].detach().flatten(0, 1)  # (B*Q, 4)
 
         tgt_ids = np.concatenate([_np(v["labels"]).astype(np.int64).reshape(-1) for v in targets])
-        tgt_bbox = jt.concat([_var(v["boxes"]).reshape(-1, 4).float32() for v in targets], dim=0)
+        tgt_bbox = jt.concat([_var(v["boxes"]).reshape(-1, 4).astype(out_bbox.dtype) for v in targets], dim=0)
 
         if self.use_focal_loss:
             # float64: Jittor compiles with -Ofast, which may reassociate 1 - p + 1e-8 into
@@ -66,7 +66,7 @@ class HungarianMatcher(nn.Module):
             out_prob = out_prob[:, jt.array(tgt_ids)].float64()
             neg_cost_class = (1 - self.alpha) * (out_prob ** self.gamma) * (-(1 - out_prob + 1e-8).log())
             pos_cost_class = self.alpha * ((1 - out_prob) ** self.gamma) * (-(out_prob + 1e-8).log())
-            cost_class = (pos_cost_class - neg_cost_class).float32()
+            cost_class = (pos_cost_class - neg_cost_class).astype(out_bbox.dtype)
         else:
             cost_class = -out_prob[:, jt.array(tgt_ids)]
 

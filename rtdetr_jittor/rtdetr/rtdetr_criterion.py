@@ -40,6 +40,12 @@ def sigmoid_focal_loss(inputs, targets, alpha=0.25, gamma=2.0):
     return loss
 
 
+def _matched_target_boxes(targets, indices):
+    """The matched targets' boxes, concatenated over the batch, in the targets' dtype (as torch.cat)."""
+    boxes = np.concatenate([_np(t['boxes']).reshape(-1, 4)[_np(i)] for t, (_, i) in zip(targets, indices)], axis=0)
+    return jt.array(boxes, dtype=str(boxes.dtype))
+
+
 class SetCriterion(nn.Module):
     """``losses`` names the terms ('vfl', 'boxes', 'labels', 'bce', 'focal',
     'cardinality'); ``alpha``/``gamma`` are the VFL/focal parameters; ``eos_coef``
@@ -116,8 +122,7 @@ class SetCriterion(nn.Module):
         idx = self._get_src_permutation_idx(indices)
 
         src_boxes = outputs['pred_boxes'][_vars(idx)]
-        target_boxes = jt.array(np.concatenate(
-            [_np(t['boxes']).reshape(-1, 4)[_np(i)] for t, (_, i) in zip(targets, indices)], axis=0)).float32()
+        target_boxes = _matched_target_boxes(targets, indices)
         ious, _ = box_iou(box_cxcywh_to_xyxy(src_boxes.detach()), box_cxcywh_to_xyxy(target_boxes))
         ious = jt.diag(ious).detach()
 
@@ -125,9 +130,10 @@ class SetCriterion(nn.Module):
         target_classes, _ = self._target_classes(src_logits, targets, indices, idx)
         target = _one_hot(target_classes, self.num_classes + 1)[..., :-1]
 
-        target_score_o = np.zeros(target_classes.shape, dtype=np.float32)
-        target_score_o[idx] = ious.numpy().astype(np.float32)
-        target_score = jt.array((target_score_o[..., None] * target).astype(np.float32))
+        dtype = np.dtype(str(src_logits.dtype))
+        target_score_o = np.zeros(target_classes.shape, dtype=dtype)
+        target_score_o[idx] = ious.numpy().astype(dtype)
+        target_score = jt.array((target_score_o[..., None] * target).astype(dtype), dtype=str(dtype))
 
         pred_score = sigmoid(src_logits).detach()
         weight = self.alpha * pred_score.pow(self.gamma) * jt.array(1 - target).float32() + target_score
@@ -150,8 +156,7 @@ class SetCriterion(nn.Module):
         assert 'pred_boxes' in outputs
         idx = self._get_src_permutation_idx(indices)
         src_boxes = outputs['pred_boxes'][_vars(idx)]
-        target_boxes = jt.array(np.concatenate(
-            [_np(t['boxes']).reshape(-1, 4)[_np(i)] for t, (_, i) in zip(targets, indices)], axis=0)).float32()
+        target_boxes = _matched_target_boxes(targets, indices)
 
         losses = {}
 
@@ -295,5 +300,6 @@ def _sum64(x):
 
 
 def _mean64(x, dim):
-    """Mean over ``dim`` accumulated in float64, returned in ``x``'s dtype."""
-    return x.float64().mean(dim).astype(x.dtype)
+    """Mean over ``dim`` accumulated in float64, returned in ``x``'s dtype (a sum and an
+    exact division: ``mean``'s backward multiplies by a float32 ``1/n``)."""
+    return (x.float64().sum(dim) / x.shape[dim]).astype(x.dtype)

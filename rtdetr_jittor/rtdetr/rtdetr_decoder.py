@@ -445,6 +445,7 @@ class RTDETRTransformer(nn.Module):
             anchors, valid_mask = self._generate_anchors(spatial_shapes)
         else:
             anchors, valid_mask = self._anchors, self._valid_mask
+        anchors = probes.override("decoder.anchors", anchors)
         probes.record("decoder.anchors", anchors)
         probes.record("decoder.valid_mask", valid_mask)
 

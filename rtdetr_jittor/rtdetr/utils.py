@@ -19,7 +19,7 @@ import numpy as np
 from rtdetr_jittor._env import jt
 from jittor import nn
 
-from rtdetr_jittor.compat import clamp
+from rtdetr_jittor.compat import GELU, clamp
 
 
 def inverse_sigmoid(x, eps=1e-5):
@@ -47,7 +47,7 @@ def get_activation(act, inplace=True):
     if name == "leaky_relu":
         return nn.LeakyReLU()
     if name == "gelu":
-        return nn.GELU()
+        return GELU()
     raise ValueError(f"unknown activation {act!r}")
 
 
