@@ -8,11 +8,16 @@ project itself; each names what the project does about it.
    and matmul use OpenMP): an element-wise op keeps one core busy where torch keeps
    OMP_NUM_THREADS cores busy.
 2. ``bmm``: ``jt.matmul`` on 3-D/4-D operands (attention's q @ k^T and attn @ v) is a
-   broadcast-multiply-reduce, not oneDNN; its forward is fine but its automatic
-   backward is a strided reduction several times slower. A ``jt.Function`` whose
-   ``grad`` is again two ``jt.matmul`` calls gives the same numbers faster (the fix
-   proposed for ``compat.MultiheadAttention``).
-3. ``fastmath``: kernels are compiled with ``-Ofast -march=native``, so a chain of
+   single-threaded broadcast-multiply-reduce, not oneDNN, and its automatic backward is
+   a strided reduction several times slower still. The project's answer is
+   ``compat.bmm``: one OpenMP ``jt.code`` kernel per product, forward and backward
+   (used by ``compat.MultiheadAttention``); the repro prints all three.
+3. ``batchnorm``: training-mode batch statistics written as Jittor ops (float64 sums,
+   as torch accumulates in double on CPU) run as several single-threaded fused
+   reductions, forward and backward. The project's answer is ``compat.BatchNorm2d``'s
+   two OpenMP kernels (``RTDETR_JITTOR_BN=ops`` restores the composed ops); the repro
+   times both against torch.
+4. ``fastmath``: kernels are compiled with ``-Ofast -march=native``, so a chain of
    element-wise ops fused into one kernel may be contracted (FMA) or re-associated and
    round differently from torch, which rounds every op (the fused deformable attention
    kernel guards its coordinate arithmetic with an asm barrier).
@@ -52,41 +57,46 @@ def repro_threads(jt, torch):
           f"cores busy (CPU time / wall time): jittor {j:.2f}, torch {t:.2f} (torch threads {torch.get_num_threads()})")
 
 
-class _BatchedMatmul:
-    """Factory for the jt.Function (kept lazy so importing this module needs no Jittor)."""
-
-    @staticmethod
-    def make(jt):
-        class BatchedMatmul(jt.Function):
-            def execute(self, a, b):
-                self._a, self._b = a, b
-                return jt.matmul(a, b)
-
-            def grad(self, g):
-                t = lambda v: v.transpose(list(range(v.ndim - 2)) + [v.ndim - 1, v.ndim - 2])  # noqa: E731
-                return jt.matmul(g, t(self._b)), jt.matmul(t(self._a), g)
-        return BatchedMatmul
-
-
 def repro_bmm(jt, torch):
+    from rtdetr_jittor import compat
     rng = np.random.default_rng(0)
-    q, k = (jt.array(rng.random((2, 8, 500, 32), dtype=np.float32)) for _ in range(2))
-    bmm = _BatchedMatmul.make(jt)
+    q, k = (jt.array(rng.random((16, 500, 32), dtype=np.float32)) for _ in range(2))
 
     def run(fn):
-        y = fn(q, k.transpose(0, 1, 3, 2))
+        y = fn(q, k)
         jt.sync(jt.grad((y * y).sum(), [q, k]))
 
-    auto = _min_ms(lambda: run(jt.matmul))
-    custom = _min_ms(lambda: run(bmm.apply))
-    fwd = _min_ms(lambda: jt.matmul(q, k.transpose(0, 1, 3, 2)).sync())
+    auto = _min_ms(lambda: run(lambda a, b: jt.matmul(a, b.transpose(0, 2, 1))))
+    kernel = _min_ms(lambda: run(lambda a, b: compat.bmm(a, b, transpose_b=True)))
+    fwd = _min_ms(lambda: jt.matmul(q, k.transpose(0, 2, 1)).sync())
     tq, tk = (torch.tensor(v.numpy(), requires_grad=True) for v in (q, k))
 
     def trun():
         y = tq @ tk.transpose(-1, -2)
         (y * y).sum().backward()
-    print(f"bmm: (2,8,500,32) @ (2,8,32,500): forward {fwd:.1f} ms; forward+backward: autograd "
-          f"{auto:.1f} ms, matmul-backward Function {custom:.1f} ms, torch {_min_ms(trun):.1f} ms")
+    print(f"bmm: (16,500,32) @ (16,32,500): jt.matmul forward {fwd:.1f} ms; forward+backward: jt.matmul "
+          f"{auto:.1f} ms, compat.bmm {kernel:.1f} ms, torch {_min_ms(trun):.1f} ms")
+
+
+def repro_batchnorm(jt, torch):
+    from rtdetr_jittor import compat
+    rng = np.random.default_rng(0)
+    x = (3 + rng.standard_normal((2, 64, 160, 160))).astype(np.float32)
+
+    def run(mode):
+        os.environ["RTDETR_JITTOR_BN"] = mode
+        bn = compat.BatchNorm2d(64)
+        jx = jt.array(x)
+        y = bn(jx)
+        jt.sync(jt.grad((y * y).sum(), [jx, bn.weight, bn.bias]) + [bn.running_mean])
+    ops, fused = _min_ms(lambda: run("ops"), 3), _min_ms(lambda: run("fused"), 3)
+    os.environ.pop("RTDETR_JITTOR_BN", None)
+    tbn, tx = torch.nn.BatchNorm2d(64), torch.tensor(x, requires_grad=True)
+
+    def trun():
+        (tbn(tx) ** 2).sum().backward()
+    print(f"batchnorm: training forward+backward on (2,64,160,160): Jittor ops (float64 statistics) "
+          f"{ops:.1f} ms, compat kernels {fused:.1f} ms, torch {_min_ms(trun, 3):.1f} ms")
 
 
 def repro_fastmath(jt):
@@ -103,10 +113,10 @@ def main(argv=None):
     from rtdetr_jittor._env import jt
     import torch
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or 2))
-    which = (argv if argv is not None else sys.argv[1:]) or ["threads", "bmm", "fastmath"]
+    which = (argv if argv is not None else sys.argv[1:]) or ["threads", "bmm", "batchnorm", "fastmath"]
     for name in which:
         {"threads": lambda: repro_threads(jt, torch), "bmm": lambda: repro_bmm(jt, torch),
-         "fastmath": lambda: repro_fastmath(jt)}[name]()
+         "batchnorm": lambda: repro_batchnorm(jt, torch), "fastmath": lambda: repro_fastmath(jt)}[name]()
     return 0
 
 
