@@ -98,7 +98,27 @@ def gate_eval(framework, settings, data, checkpoint, out):
     own, theirs = metrics[framework], metrics[other(framework)]
     diff_points = abs(own["AP"] - theirs["AP"]) * 100
     return {"passed": diff_points <= 0.1, "AP": own["AP"], "AP50": own["AP50"], "AP_other_framework": theirs["AP"],
-            "AP50_other_framework": theirs["AP50"], "AP_diff_points": round(diff_points, 4)}
+            "AP50_other_framework": theirs["AP50"], "AP_diff_points": round(diff_points, 4),
+            **prediction_differences(*(os.path.join(out, f"eval_in_{fw}", "predictions.json")
+                                       for fw in (framework, other(framework))))}
+
+
+def prediction_differences(path_a, path_b):
+    """How far two predictions files of the same images lie apart: the largest box
+    coordinate (pixels) and score differences when both list the same detections
+    (image and category, in order); otherwise the counts only."""
+    with open(path_a) as f:
+        a = json.load(f)
+    with open(path_b) as f:
+        b = json.load(f)
+    same = len(a) == len(b) and all((p["image_id"], p["category_id"]) == (q["image_id"], q["category_id"])
+                                    for p, q in zip(a, b))
+    if not same:
+        return {"detections": [len(a), len(b)], "same_detection_list": False}
+    boxes = [abs(x - y) for p, q in zip(a, b) for x, y in zip(p["bbox"], q["bbox"])]
+    scores = [abs(p["score"] - q["score"]) for p, q in zip(a, b)]
+    return {"detections": len(a), "same_detection_list": True,
+            "max_box_diff_px": float(max(boxes, default=0.0)), "max_score_diff": float(max(scores, default=0.0))}
 
 
 def gate_infer(framework, settings, checkpoint, out):
