@@ -10,12 +10,14 @@ Each shim answers one measured difference (see README, "Jittor vs PyTorch"):
 - ``BatchNorm2d``: two-pass variance in float64, unbiased running variance, ``num_batches_tracked``;
   in training one OpenMP kernel each way (statistics in double, torch's backward formula).
 - ``FrozenBatchNorm2d``-style buffers: ``make_buffer`` gives a Var that is never trained.
-- ``LayerNorm``: two-pass variance in float64 (Jittor's E[x^2]-E[x]^2 loses precision).
+- ``LayerNorm``: two-pass variance in float64 (Jittor's E[x^2]-E[x]^2 loses precision);
+  on CPU one OpenMP kernel each way.
 - ``MultiheadAttention``: torch's batch_first semantics and key names
   (``in_proj_weight``, ``in_proj_bias``, ``out_proj``), boolean masks where True
   means "may not attend".
-- ``bmm``: batched matmul as one OpenMP kernel (forward and backward); Jittor's 3-D
-  ``matmul`` is a single-threaded broadcast-multiply-reduce (speed only, same sums).
+- ``bmm``, ``softmax``: attention's batched matmul and last-dimension softmax as OpenMP
+  kernels (forward and backward); Jittor's 3-D ``matmul`` is a single-threaded
+  broadcast-multiply-reduce (speed only, same sums).
 - ``freeze``: parameters frozen before the first ``eval()`` stay frozen (Jittor's
   ``train()`` restores gradient flags from a snapshot taken at the first ``eval()``).
 - ``load_state_dict_checked``: fails on missing, unexpected or mis-shaped keys
@@ -270,8 +272,98 @@ class GELU(nn.Module):
         return x * 0.5 * (jt.erf(x * _const(1.0 / math.sqrt(2.0), x.dtype)) + 1.0)
 
 
+# --- LayerNorm over the last dimension: OpenMP kernels, statistics in double ---
+
+# in0 x (..., D), in1 weight (D,), in2 bias (D,); out0 y, out1 mean (rows,), out2 std (rows,):
+# mean and variance per row in double, y = (x - mean) / sqrt(var + eps) * weight + bias in x's dtype.
+_LN_FORWARD = """
+typedef in0_type T;
+const int64_t D = in0_shape__LAST__, R = in0->num / D;
+const T* x = in0_p; const T* weight = in1_p; const T* bias = in2_p;
+T* y = out0_p; T* mean_out = out1_p; T* std_out = out2_p;
+#pragma omp parallel for schedule(static)
+for (int64_t r = 0; r < R; r++) {
+    const T* a = x + r * D;
+    T* b = y + r * D;
+    double sum = 0;
+    for (int64_t i = 0; i < D; i++) sum += (double)a[i];
+    const double mean64 = sum / double(D);
+    double sq = 0;
+    for (int64_t i = 0; i < D; i++) { const double d = (double)a[i] - mean64; sq += d * d; }
+    const T mean = (T)mean64, var = (T)(sq / double(D));
+    const T sd = std::sqrt(var + T(__EPS__));
+    for (int64_t i = 0; i < D; i++) b[i] = (a[i] - mean) / sd * weight[i] + bias[i];
+    mean_out[r] = mean;
+    std_out[r] = sd;
+}
+"""
+
+# in0 x, in1 grad of y, in2 mean, in3 std, in4 weight; out0 grad x (rows in parallel),
+# out1 grad weight, out2 grad bias (columns in parallel, each thread a block of columns).
+_LN_BACKWARD = """
+typedef in0_type T;
+const int64_t D = in0_shape__LAST__, R = in0->num / D;
+const T* x = in0_p; const T* g = in1_p; const T* mean_in = in2_p; const T* std_in = in3_p; const T* weight = in4_p;
+T* gx = out0_p; T* gw = out1_p; T* gb = out2_p;
+#pragma omp parallel for schedule(static)
+for (int64_t r = 0; r < R; r++) {
+    const T* a = x + r * D; const T* q = g + r * D; T* c = gx + r * D;
+    const double mean = (double)mean_in[r], sd = (double)std_in[r];
+    double s1 = 0, s2 = 0;
+    for (int64_t i = 0; i < D; i++) {
+        const double gw_i = (double)q[i] * (double)weight[i];
+        s1 += gw_i;
+        s2 += gw_i * (((double)a[i] - mean) / sd);
+    }
+    s1 /= double(D); s2 /= double(D);
+    for (int64_t i = 0; i < D; i++) {
+        const double xhat = ((double)a[i] - mean) / sd;
+        c[i] = (T)(((double)q[i] * (double)weight[i] - s1 - xhat * s2) / sd);
+    }
+}
+#pragma omp parallel
+{
+    const int nt = omp_get_num_threads(), t = omp_get_thread_num();
+    const int64_t j0 = D * t / nt, j1 = D * (t + 1) / nt;
+    std::vector<double> acc_w(j1 - j0, 0.0), acc_b(j1 - j0, 0.0);
+    for (int64_t r = 0; r < R; r++) {
+        const T* a = x + r * D; const T* q = g + r * D;
+        const double mean = (double)mean_in[r], sd = (double)std_in[r];
+        for (int64_t j = j0; j < j1; j++) {
+            acc_w[j - j0] += (double)q[j] * (((double)a[j] - mean) / sd);
+            acc_b[j - j0] += (double)q[j];
+        }
+    }
+    for (int64_t j = j0; j < j1; j++) { gw[j] = (T)acc_w[j - j0]; gb[j] = (T)acc_b[j - j0]; }
+}
+"""
+_LN_HEADER = "#include <cmath>\n#include <vector>\n#include <omp.h>"
+
+
+class _LayerNormFn(jt.Function):
+    def __init__(self, eps):
+        self.eps = repr(float(eps))
+
+    def execute(self, x, weight, bias):
+        rows = x.numel() // x.shape[-1]
+        y, mean, sd = jt.code([x.shape, (rows,), (rows,)], [x.dtype] * 3,
+                              [x, weight.astype(x.dtype), bias.astype(x.dtype)], cpu_header=_LN_HEADER,
+                              cpu_src=_LN_FORWARD.replace("__LAST__", str(x.ndim - 1)).replace("__EPS__", self.eps))
+        self._x, self._weight, self._mean, self._sd = x, weight, mean.detach(), sd.detach()
+        return y
+
+    def grad(self, g):
+        x, weight = self._x, self._weight
+        gx, gw, gb = jt.code([x.shape, weight.shape, weight.shape], [x.dtype] * 3,
+                             [x, g, self._mean, self._sd, weight.astype(x.dtype)], cpu_header=_LN_HEADER,
+                             cpu_src=_LN_BACKWARD.replace("__LAST__", str(x.ndim - 1)))
+        return gx, gw.astype(weight.dtype), gb.astype(weight.dtype)
+
+
 class LayerNorm(nn.Module):
-    """LayerNorm over the last dimension with a two-pass variance (torch's precision)."""
+    """LayerNorm over the last dimension with a two-pass variance (torch's precision).
+    On CPU one OpenMP kernel each way (statistics in double); ``RTDETR_JITTOR_LN=ops``
+    or CUDA use the composed Jittor ops."""
 
     def __init__(self, normalized_shape, eps=1e-5):
         self.normalized_shape = normalized_shape
@@ -280,6 +372,8 @@ class LayerNorm(nn.Module):
         self.bias = jt.zeros(normalized_shape)
 
     def execute(self, x):
+        if not jt.flags.use_cuda and x.numel() > 0 and os.environ.get("RTDETR_JITTOR_LN", "fused") != "ops":
+            return _LayerNormFn(self.eps)(x, self.weight, self.bias)
         # float64 statistics: float32 ones over 256 features with mean >> std were 6x less accurate than torch
         x64 = x.float64()
         d = x.shape[-1]
@@ -361,6 +455,61 @@ def bmm(a, b, transpose_a=False, transpose_b=False):
     return _BatchedMatmul(transpose_a, transpose_b)(a, b)
 
 
+# --- softmax over the last dimension (attention): one OpenMP kernel each way ---
+
+_SOFTMAX_FORWARD = """
+typedef in0_type T;
+const int64_t D = in0_shape__LAST__, R = in0->num / D;
+const T* x = in0_p; T* y = out0_p;
+#pragma omp parallel for schedule(static)
+for (int64_t r = 0; r < R; r++) {
+    const T* a = x + r * D;
+    T* b = y + r * D;
+    T m = a[0];
+    for (int64_t i = 1; i < D; i++) m = a[i] > m ? a[i] : m;
+    T sum = T(0);
+    for (int64_t i = 0; i < D; i++) { b[i] = std::exp(a[i] - m); sum += b[i]; }
+    for (int64_t i = 0; i < D; i++) b[i] = b[i] / sum;
+}
+"""
+
+# in0 y (the softmax), in1 grad of y; out0 grad x = y * (g - sum(g * y)) (torch's formula).
+_SOFTMAX_BACKWARD = """
+typedef in0_type T;
+const int64_t D = in0_shape__LAST__, R = in0->num / D;
+const T* y = in0_p; const T* g = in1_p; T* gx = out0_p;
+#pragma omp parallel for schedule(static)
+for (int64_t r = 0; r < R; r++) {
+    const T* a = y + r * D;
+    const T* b = g + r * D;
+    T* c = gx + r * D;
+    T dot = T(0);
+    for (int64_t i = 0; i < D; i++) dot += a[i] * b[i];
+    for (int64_t i = 0; i < D; i++) c[i] = a[i] * (b[i] - dot);
+}
+"""
+
+
+class _Softmax(jt.Function):
+    def execute(self, x):
+        src = _SOFTMAX_FORWARD.replace("__LAST__", str(x.ndim - 1))
+        self._y = jt.code(x.shape, x.dtype, [x], cpu_header="#include <cmath>", cpu_src=src)
+        return self._y
+
+    def grad(self, g):
+        src = _SOFTMAX_BACKWARD.replace("__LAST__", str(g.ndim - 1))
+        return jt.code(g.shape, g.dtype, [self._y, g], cpu_src=src)
+
+
+def softmax(x):
+    """Softmax over the last dimension: ``exp(x - max) / sum`` per row, gradient
+    ``y * (g - sum(g * y))`` (torch's); one OpenMP kernel each way on CPU (Jittor's
+    ``nn.softmax`` is several single-threaded fused reductions), ``nn.softmax`` on CUDA."""
+    if jt.flags.use_cuda or x.ndim == 0 or x.shape[-1] == 0 or x.numel() == 0:
+        return nn.softmax(x, dim=-1)
+    return _Softmax.apply(x)
+
+
 class MultiheadAttention(nn.Module):
     """torch.nn.MultiheadAttention (batch_first=True, no bias_kv, no zero_attn) in Jittor.
 
@@ -404,7 +553,7 @@ class MultiheadAttention(nn.Module):
         if key_padding_mask is not None:
             pad = key_padding_mask.reshape(b, 1, 1, s).broadcast(logits.shape)
             logits = jt.where(pad, jt.full_like(logits, float("-inf")), logits)
-        attn = nn.softmax(logits, dim=-1)
+        attn = softmax(logits)
         if self.dropout > 0 and self.is_training():
             attn = nn.dropout(attn, self.dropout, is_train=True)
         out = bmm(attn.reshape(b * h, l, s), v.reshape(b * h, s, d)).reshape(b, h, l, d)
