@@ -460,9 +460,16 @@ def compare_floor(name, ref, test, floor, factor, atol=0.0, rtol=0.0):
     passed = max_abs <= allowed
     note = "" if passed else (f"{nonfinite_mismatches} NaN/Inf value(s) not matched" if nonfinite_mismatches
                               else f"max_abs {max_abs:.3g} > {factor:g} x floor {float(floor):.3g} + {atol:g} + {rtol:g} x {scale:.3g}")
+    ref_finite = np.abs(ref64[finite])
+    ref_norm = float(np.linalg.norm(ref_finite))
+    n_outside = int(np.count_nonzero(difference > allowed)) + nonfinite_mismatches
     metrics = {"max_abs": max_abs, "floor": float(floor), "over_floor": float(_ratio(max_abs, float(floor))),
                "mean_abs": float(difference.mean()) if difference.size else 0.0,
+               "max_rel": float((difference / (ref_finite + 1e-12)).max()) if difference.size else 0.0,
+               "rel_norm": float(np.linalg.norm(difference)) / ref_norm if ref_norm else float(_ratio(float(np.linalg.norm(difference)), 0.0)),
                "cosine": cosine_similarity(ref64[finite], test64[finite]),
+               "n_outside": n_outside, "frac_outside": n_outside / max(ref.size, 1),
+               "min_passing_atol": max(0.0, max_abs - factor * float(floor) - rtol * scale),
                "nonfinite_mismatches": nonfinite_mismatches, "tol_ratio": tol_ratio, "allowed_abs": allowed}
     return Result(name=name, kind="floor", metrics=metrics, passed=passed, note=note,
                   tolerance=tolerance, shape=tuple(ref.shape), dtype=_dtype_text(ref, test))
