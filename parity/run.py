@@ -90,7 +90,6 @@ def torch_targets(targets):
 
 
 def jittor_targets(targets):
-    from rtdetr_jittor._env import jt
     return [{k: jittor_array(v) for k, v in t.items()} for t in targets]
 
 

@@ -48,7 +48,6 @@ class _Side:
             out = model(torch.from_numpy(images.copy()), torch_targets(targets))
             losses = criterion(out, torch_targets(targets))
         else:
-            from rtdetr_jittor._env import jt
             out = model(jittor_array(images), jittor_targets(targets))
             losses = criterion(out, jittor_targets(targets))
         total = sum(losses.values())

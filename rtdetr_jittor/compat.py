@@ -577,7 +577,7 @@ def load_state_dict_checked(module, state_dict, strict=True):
     mismatched = []
     for k, var in own.items():
         if k in state_dict:
-            got = tuple(np.shape(_to_numpy(state_dict[k])))
+            got = tuple(np.shape(to_numpy(state_dict[k])))
             want = tuple(var.shape)
             if got != want and not (want == (1,) and got == ()):
                 mismatched.append((k, want, got))
@@ -586,7 +586,7 @@ def load_state_dict_checked(module, state_dict, strict=True):
         raise StateDictError(describe_state_dict_problems(problems))
     for k, var in own.items():
         if k in state_dict and not any(m[0] == k for m in mismatched):
-            value = _to_numpy(state_dict[k]).astype(str(var.dtype), copy=False).reshape(var.shape)
+            value = to_numpy(state_dict[k]).astype(str(var.dtype), copy=False).reshape(var.shape)
             var.update(jt.array(value, dtype=str(var.dtype)))
     return problems
 
@@ -605,7 +605,9 @@ def describe_state_dict_problems(problems, limit=10):
     return "state_dict does not match the model: " + " | ".join(lines)
 
 
-def _to_numpy(value):
+def to_numpy(value):
+    """A NumPy array from a Var, a torch tensor or anything array-like (forced decisions,
+    targets handed over from either framework)."""
     if isinstance(value, jt.Var):
         return value.numpy()
     if hasattr(value, "detach") and hasattr(value, "cpu"):

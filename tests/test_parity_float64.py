@@ -12,7 +12,7 @@ differ from torch's by an ulp or two.
 import numpy as np
 import pytest
 
-from parity.run import build_pair, compare, make_batch
+from parity.run import build_pair, make_batch
 
 CONFIG = "configs/rtdetr/rtdetr_r18vd_6x_coco.yml"
 # The targets: gradients within 1e-4 relative per tensor (norm-wise), losses 1e-5 relative.

@@ -17,7 +17,7 @@ import numpy as np
 
 from rtdetr_jittor._env import jt
 from rtdetr_common import probes
-from rtdetr_jittor.compat import clamp
+from rtdetr_jittor.compat import clamp, to_numpy
 
 from .box_ops import box_cxcywh_to_xyxy, box_xyxy_to_cxcywh
 from .utils import inverse_sigmoid
@@ -45,14 +45,6 @@ def _as_var(value, dtype):
     if isinstance(value, jt.Var):
         return value.astype(dtype)
     return jt.array(np.asarray(value)).astype(dtype)
-
-
-def _to_numpy(value):
-    if isinstance(value, jt.Var):
-        return value.numpy()
-    if hasattr(value, "detach") and hasattr(value, "cpu"):
-        return value.detach().cpu().numpy()
-    return np.asarray(value)
 
 
 def get_contrastive_denoising_training_group(targets, num_classes, num_queries, class_embed,
@@ -91,8 +83,8 @@ def get_contrastive_denoising_training_group(targets, num_classes, num_queries, 
     for i in range(bs):
         num_gt = num_gts[i]
         if num_gt > 0:
-            input_query_class[i, :num_gt] = _to_numpy(targets[i]["labels"]).reshape(-1)
-            input_query_bbox[i, :num_gt] = _to_numpy(targets[i]["boxes"]).reshape(-1, 4)
+            input_query_class[i, :num_gt] = to_numpy(targets[i]["labels"]).reshape(-1)
+            input_query_bbox[i, :num_gt] = to_numpy(targets[i]["boxes"]).reshape(-1, 4)
             pad_gt_mask[i, :num_gt] = 1
     # each group has positive and negative queries
     input_query_class = np.tile(input_query_class, [1, 2 * num_group])

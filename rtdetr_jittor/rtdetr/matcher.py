@@ -18,6 +18,7 @@ from jittor import nn
 
 from rtdetr_common import probes
 from rtdetr_jittor.compat import cdist_l1, sigmoid
+from rtdetr_jittor.compat import to_numpy as _np
 
 from .box_ops import box_cxcywh_to_xyxy, generalized_box_iou
 
@@ -90,15 +91,6 @@ class HungarianMatcher(nn.Module):
         indices = [(_as_int64(i), _as_int64(j)) for i, j in indices]
         probes.record('matcher.indices', indices)
         return indices
-
-
-def _np(x):
-    """NumPy view of a Var, tensor or array-like."""
-    if isinstance(x, jt.Var):
-        return x.numpy()
-    if hasattr(x, "detach") and hasattr(x, "cpu"):
-        return x.detach().cpu().numpy()
-    return np.asarray(x)
 
 
 def _var(x):

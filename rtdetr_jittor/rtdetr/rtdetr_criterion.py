@@ -23,6 +23,7 @@ from jittor import nn
 
 from rtdetr_common import probes
 from rtdetr_jittor.compat import absolute, binary_cross_entropy_with_logits, make_buffer, sigmoid
+from rtdetr_jittor.compat import to_numpy as _np
 from rtdetr_jittor.compat import topk as _topk
 
 from .box_ops import box_cxcywh_to_xyxy, box_iou, generalized_box_iou
@@ -273,15 +274,6 @@ def accuracy(output, target, topk=(1,)):
         correct_k = np.float32(correct[:k].reshape(-1).astype(np.float32).sum(0))
         res.append(jt.array(correct_k * np.float32(100.0 / batch_size)).reshape(1))
     return res
-
-
-def _np(x):
-    """NumPy view of a Var, tensor or array-like."""
-    if isinstance(x, jt.Var):
-        return x.numpy()
-    if hasattr(x, "detach") and hasattr(x, "cpu"):
-        return x.detach().cpu().numpy()
-    return np.asarray(x)
 
 
 def _vars(idx):

@@ -33,13 +33,6 @@ from .utils import bias_init_with_prob, deformable_attention_core_func, get_acti
 __all__ = ["RTDETRTransformer", "MLP", "MSDeformableAttention", "TransformerDecoderLayer", "TransformerDecoder"]
 
 
-def _to_numpy(value):
-    """A forced value (NumPy array, torch tensor, list) as a NumPy array."""
-    if hasattr(value, "detach") and hasattr(value, "cpu"):
-        return value.detach().cpu().numpy()
-    return np.asarray(value)
-
-
 class MLP(nn.Module):
     """``num_layers`` Linear layers with ``act`` between them (none after the last)."""
 
@@ -461,7 +454,7 @@ class RTDETRTransformer(nn.Module):
         _, topk_ind = compat.topk(compat.max_values(enc_outputs_class, -1), self.num_queries, dim=1)
         topk_ind = probes.override("decoder.topk_ind", topk_ind)
         if not isinstance(topk_ind, jt.Var):
-            topk_ind = jt.array(_to_numpy(topk_ind).astype(np.int64))
+            topk_ind = jt.array(compat.to_numpy(topk_ind).astype(np.int64))
         topk_ind = compat.detach(topk_ind).int64()
         probes.record("decoder.topk_ind", topk_ind)
 
