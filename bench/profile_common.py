@@ -11,6 +11,7 @@ can be attributed) and write ``profile_<framework>_<model>_<phase>.json`` under
 import argparse
 import json
 import os
+import re
 
 from bench.workload import ROOT
 
@@ -64,3 +65,40 @@ def markdown_section(title, summary, top):
         lines.append(f"| {i} | `{name[:90]}` | {op['category']} | {op['ms']:.1f} | {100 * op['share']:.1f}% | "
                      f"{op['count']:.0f} | {op.get('marks') or ''} | {(op.get('shapes') or '').replace('|', '/')[:120]} |")
     return "\n".join(lines) + "\n"
+
+
+def hot_spot(op):
+    """The model-level hot spot a Jittor profile row belongs to (by kernel and shape)."""
+    name, shapes, category = op["name"], op.get("shapes") or "", op["category"]
+    first = shapes.split(":")[0]
+    if name.startswith("mkl_conv_backward_w"):
+        return "oneDNN conv backward (weights)"
+    if name.startswith("mkl_conv_backward_x"):
+        return "oneDNN conv backward (input)"
+    if name.startswith("mkl_conv"):
+        return "oneDNN conv forward"
+    if name.startswith("mkl_matmul"):
+        return "oneDNN matmul (Linear layers)"
+    if name == "code":
+        if re.match(r"\[\d+,\d+,8,32,\]", first):
+            return "deformable attention kernel"
+        return "jt.code kernels (pooling, project kernels)"
+    if first.count(",") == 5 and "reduce" in name:
+        return "attention matmul as broadcast-multiply-reduce"
+    if re.match(r"\[\d+,8,\d+,\d+,\]", first):
+        return "attention softmax / mask"
+    if "float64" in category:
+        return "norm statistics in float64 (BatchNorm/LayerNorm ops)"
+    if first.count(",") == 4 and ("reduce" in name or "ternary" in name):
+        return "NCHW reductions (BatchNorm, activation backward)"
+    return "other element-wise"
+
+
+def hot_spots(profile, top=5):
+    """[(hot spot, ms per iteration, share of summed op time)] of a Jittor profile dict, largest first."""
+    groups = {}
+    for op in profile["ops"]:
+        k = hot_spot(op)
+        groups[k] = groups.get(k, 0.0) + op["ms"]
+    total = profile["total_op_ms"] or 1.0
+    return [(k, v, v / total) for k, v in sorted(groups.items(), key=lambda kv: -kv[1])[:top]]

@@ -12,6 +12,8 @@ JSON layout (documented keys, checked by ``tests/test_bench.py``):
 - ``agreement``: what the two frameworks computed on the same inputs and weights
   (eval: max |difference| of logits and boxes; train: first-step loss of each).
 - ``cold``: Jittor with an empty compile cache (``null`` when not measured).
+- ``profiles``: top-5 Jittor hot spots of the op-level profiles found under the output
+  folder (``bench.profile_jittor`` writes them; empty when none).
 """
 import json
 import os
@@ -102,6 +104,14 @@ def markdown(data):
     for a in data["agreement"]:
         for k, v in a["figures"].items():
             lines.append(f"| {a['model']} | {a['phase']} | {'on' if a['onednn'] else 'off'} | {k} | {v:.3g} |")
+    if data.get("profiles"):
+        lines += ["", "## Jittor hot spots (latest `python -m bench.profile_jittor`)", "",
+                  "Share of the summed kernel time of one profiled iteration (profiled separately, "
+                  "each kernel timed synchronously; see `profile_<model>.md`).", "",
+                  "| model | phase | profiled | hot spots |", "|---|---|---|---|"]
+        for p in data["profiles"]:
+            spots = "; ".join(f"{h['name']} {100 * h['share']:.0f}%" for h in p["hot_spots"])
+            lines.append(f"| {p['model']} | {p['phase']} | {p['written']} | {spots} |")
     errors = [r for r in results if r.get("error")]
     if errors:
         lines += ["", "## Failures", ""]

@@ -240,6 +240,24 @@ def measure_cold(args, model, log_dir):
         return out
 
 
+def latest_profiles(out, models):
+    """Top Jittor hot spots from the ``bench.profile_jittor`` files already under ``out``
+    (they are not re-measured here: ``python -m bench.profile_jittor`` writes them)."""
+    import json
+    from bench.profile_common import hot_spots
+    found = []
+    for model in models:
+        for phase in ("eval", "train"):
+            path = os.path.join(out, f"profile_jittor_{model_tag(model)}_{phase}.json")
+            if os.path.exists(path):
+                with open(path) as f:
+                    prof = json.load(f)
+                found.append({"model": model_tag(model), "phase": phase, "wall_ms": prof["wall_ms"],
+                              "written": time.strftime("%Y-%m-%d %H:%M", time.localtime(os.path.getmtime(path))),
+                              "hot_spots": [{"name": n, "ms": ms, "share": sh} for n, ms, sh in hot_spots(prof)]})
+    return found
+
+
 def main(argv=None):
     args = parse_args(argv)
     t_start = time.time()
@@ -270,7 +288,8 @@ def main(argv=None):
         shared = (f"machine shared: other processes kept {meta['other_load_cores']:.2f} of "
                   f"{meta['machine']['cpus']} cores busy on average during this run")
         meta["note"] = f"{meta['note']}; {shared}" if meta["note"] else shared
-    data = {"meta": meta, "results": results, "ratios": _ratios(results), "agreement": agree, "cold": cold}
+    data = {"meta": meta, "results": results, "ratios": _ratios(results), "agreement": agree, "cold": cold,
+            "profiles": latest_profiles(args.out, _split(args.models))}
     json_path, md_path = report.write(args.out, data)
     print(report.table(data))
     print(f"wrote {json_path} and {md_path}")

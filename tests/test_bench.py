@@ -58,6 +58,18 @@ def test_other_load_is_machine_cpu_minus_ours():
     assert cpu_busy_s()[1] >= 0
 
 
+def test_hot_spots_group_profile_rows():
+    from bench.profile_common import hot_spots
+    ops = [{"name": "mkl_conv", "shapes": "[1,3,8,8,]:1(100%)", "category": "conv (oneDNN)", "ms": 6.0},
+           {"name": "broadcast_to+binary(multiply)+reduce(add)", "shapes": "[1,8,5,4,5,]:1(100%)",
+            "category": "reductions", "ms": 3.0},
+           {"name": "code", "shapes": "[1,100,8,32,]:1(100%)", "category": "custom", "ms": 1.0}]
+    spots = hot_spots({"ops": ops, "total_op_ms": 10.0})
+    assert [n for n, _, _ in spots] == ["oneDNN conv forward", "attention matmul as broadcast-multiply-reduce",
+                                       "deformable attention kernel"]
+    assert spots[0][2] == pytest.approx(0.6)
+
+
 def test_jittor_profile_parsing():
     head = ["Name", "FileName", "Count", "TotalTime", "AvgTime", "MinTime", "MaxTime", "Input", "Output", "InOut", "Compute"]
     conv = "mkl_conv«Txd:float32«JIT:1"
