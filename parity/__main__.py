@@ -36,7 +36,8 @@ def compare_command(args):
         if args.dtype != "float32":
             raise SystemExit("--mode steps runs in float32 only (the optimizers keep float32 state)")
         batches = [make_batch(args.seed + i, args.batch, args.size, num_classes, gt_counts) for i in range(args.steps)]
-        results, drift = run_steps(pair, batches, args.steps, noise_seed=args.seed)
+        results, drift = run_steps(pair, batches, args.steps, noise_seed=args.seed,
+                                   floor_runs=0 if args.no_floor else 2)
         extra["drift"] = drift
         saved = {}
     else:

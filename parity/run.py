@@ -34,6 +34,16 @@ class Pair:
     weights: dict = field(repr=False)
     jittor_weight_edits: dict = field(default_factory=dict, repr=False)  # planted-bug tests only
     dtype: str = "float32"
+    overrides: dict = None
+
+    def fresh_reference(self):
+        """Another reference model built from the same config, holding the pair's weights."""
+        import reference_pytorch
+        ref = reference_pytorch.build(self.config, self.overrides)
+        if self.dtype == "float64":
+            ref.model.double()
+        load_into_torch(ref.model, self.weights)
+        return ref
 
     def cast_inputs(self, images, targets=None):
         """Images and target boxes in the pair's float dtype (labels stay int64)."""
@@ -66,7 +76,7 @@ def build_pair(config, overrides=None, weight_seed=0, random_weights=True, dtype
     else:
         state = {k: v.detach().numpy().copy() for k, v in ref.model.state_dict().items()}
     load_into_jittor(jtb.model, state)
-    return Pair(config, ref, jtb, state, dtype=dtype)
+    return Pair(config, ref, jtb, state, dtype=dtype, overrides=overrides)
 
 
 def make_batch(seed, batch, size, num_classes, gt_counts=None):

@@ -8,6 +8,11 @@ weights under ``step{k}:param:``, ``step{k}:exp_avg:``, ``step{k}:exp_avg_sq:`` 
 Denoising noise comes from two NumPy generators with the same seed, one per side.
 Top-k and matcher decisions are not forced here: each framework trains on its own
 decisions, as a user's run would.
+
+With ``floor_runs`` > 0, copies of the reference also train on every batch moved by one
+float32 ulp; how far their state drifts from the reference's is each tensor's noise
+floor per step (in float32 one ReLU or sampling point near a kink moves whole-network
+gradients, so Adam's moments are judged against that floor, as gradients are).
 """
 import numpy as np
 
@@ -77,12 +82,14 @@ class _Side:
         return out
 
 
-def run_steps(pair, batches, steps, noise_seed=0, registry=None):
+def run_steps(pair, batches, steps, noise_seed=0, registry=None, floor_runs=2):
     """Train both twins ``steps`` steps; return (results, per-step drift table)."""
+    from .run import perturb_one_ulp
+    from .tolerances import load_registry
     if pair.dtype != "float32":
         raise ValueError("optimizer steps are compared in float32 only (build the pair with dtype='float32')")
-    from .tolerances import load_registry
     registry = registry or load_registry()
+    floor_sides = [_Side("torch", pair.fresh_reference(), noise_seed) for _ in range(floor_runs)]
     ref = _Side("torch", pair.ref, noise_seed)
     jts = _Side("jittor", pair.jt, noise_seed)
     results, drift = [], []
@@ -90,8 +97,16 @@ def run_steps(pair, batches, steps, noise_seed=0, registry=None):
         images, targets = batches[(k - 1) % len(batches)]
         ref_loss, ref_norm = ref.step(images, targets)
         jt_loss, jt_norm = jts.step(images, targets)
-        results.append(registry.judge(f"step{k}:loss:total", np.float32(ref_loss), np.float32(jt_loss)))
         a, b = ref.snapshot(k), jts.snapshot(k)
+        floors = {}
+        for run, side in enumerate(floor_sides):
+            floor_loss, _ = side.step(perturb_one_ulp(images, seed=1000 * run + k), targets)
+            floors[f"step{k}:loss:total"] = max(floors.get(f"step{k}:loss:total", 0.0), abs(floor_loss - ref_loss))
+            for name, value in side.snapshot(k).items():
+                floors[name] = max(floors.get(name, 0.0), float(np.abs(value.astype(np.float64) - a[name]).max()))
+        floors = floors if floor_sides else {}
+        results.append(registry.judge(f"step{k}:loss:total", np.float32(ref_loss), np.float32(jt_loss),
+                                      floor=floors.get(f"step{k}:loss:total")))
         worst = 0.0
         for name in a:
             if name not in b:
@@ -99,7 +114,7 @@ def run_steps(pair, batches, steps, noise_seed=0, registry=None):
                 results.append(Result(name, "missing", {"tol_ratio": float("inf")}, False,
                                       note="present in the reference's training state only"))
                 continue
-            res = registry.judge(name, a[name], b[name])
+            res = registry.judge(name, a[name], b[name], floor=floors.get(name))
             results.append(res)
             if ":param:" in name:
                 denom = float(np.abs(a[name]).max()) or 1.0

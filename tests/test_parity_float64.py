@@ -73,8 +73,9 @@ def test_float64_training_gradients_losses_and_matching_meet_targets():
 @pytest.mark.slow
 @pytest.mark.parity
 def test_float64_training_gradients_at_640():
-    """The issue's gradient target at its size: r18vd, 640x640, batch 2, denoising on."""
-    ref_cap, jt_cap, floors = run_float64(size=640, batch=2, gt_counts=[3, 5])
+    """The issue's gradient target at its size: r18vd, 640x640, denoising on (batch 1:
+    the float64 capture of both frameworks at 640 takes 15.5 GB at batch 1)."""
+    ref_cap, jt_cap, floors = run_float64(size=640, batch=1, gt_counts=[3])
     grads = gradient_errors(ref_cap, jt_cap, floors)
     worst = max(grads, key=grads.get)
     print(f"float64 640px: {len(grads)} gradients, worst norm-wise relative {grads[worst]:.2e} ({worst})")
