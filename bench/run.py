@@ -178,6 +178,20 @@ def run_group(args, model, phase, work, log_dir):
     return results
 
 
+def query_agreement(t, j, tol=1e-3):
+    """Eval outputs compared query by query, whatever their order: the encoder's top-k picks
+    the queries, and with freshly initialised weights many scores are near-ties, so a query
+    can move or be swapped for another between frameworks (the parity harness forces the
+    selection; here it is measured as is). For each PyTorch query, the nearest Jittor query
+    (max |diff| over logits and boxes): how many lie within ``tol`` and the largest such distance."""
+    a = np.concatenate([t["pred_logits"], t["pred_boxes"]], -1).reshape(-1, t["pred_logits"].shape[-1] + 4)
+    b = np.concatenate([j["pred_logits"], j["pred_boxes"]], -1).reshape(a.shape)
+    nearest = np.array([np.abs(b - row).max(-1).min() for row in a])
+    close = nearest[nearest <= tol]
+    return {f"queries matched within {tol:g}": f"{close.size}/{nearest.size}",
+            "max |diff| of matched queries": float(close.max()) if close.size else float("nan")}
+
+
 def agreement(results, work):
     """What the frameworks computed on the same inputs and weights (not a test; a sanity figure)."""
     out = []
@@ -192,6 +206,7 @@ def agreement(results, work):
         with np.load(jpath) as j, np.load(tpath) as t:
             if r["phase"] == "eval":
                 figs = {f"max |diff| {k}": float(np.abs(j[k] - t[k]).max()) for k in ("pred_logits", "pred_boxes")}
+                figs.update(query_agreement(t, j))
             else:
                 figs = {"torch first-step loss": float(t["loss"]), "jittor first-step loss": float(j["loss"])}
         out.append({"model": r["model"], "phase": r["phase"], "onednn": r["onednn"], "figures": figs})

@@ -50,6 +50,17 @@ def test_report_renders_table_and_failures(tmp_path):
     assert json.load(open(json_path))["ratios"][0]["ratio"] == 0.5 and os.path.exists(md_path)
 
 
+def test_query_agreement_ignores_query_order():
+    import numpy as np
+    from bench.run import query_agreement
+    rng = np.random.default_rng(0)
+    t = {"pred_logits": rng.random((1, 6, 3), dtype=np.float32), "pred_boxes": rng.random((1, 6, 4), dtype=np.float32)}
+    j = {k: v[:, ::-1].copy() for k, v in t.items()}  # same queries, other order
+    j["pred_boxes"][0, 0] += 0.5  # one query the frameworks disagree on
+    figs = query_agreement(t, j)
+    assert figs["queries matched within 0.001"] == "5/6" and figs["max |diff| of matched queries"] == 0.0
+
+
 def test_other_load_is_machine_cpu_minus_ours():
     from bench.run import cpu_busy_s, other_load
     assert other_load((10.0, 1.0), (16.0, 3.0), 4.0) == 1.0  # 6 busy seconds, 2 of them ours, over 4 s
