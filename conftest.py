@@ -32,3 +32,40 @@ def np_rng():
 @pytest.fixture(scope="session")
 def repo_root():
     return ROOT
+
+
+def pytest_addoption(parser):
+    parser.addoption("--run-slow", action="store_true",
+                     help="also run `slow` tests (real-size models) under a -m that does not name slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    """`slow` tests run when asked (`-m slow`, a -m naming slow, or --run-slow), not under
+    plain `pytest -m parity`."""
+    if config.getoption("--run-slow") or "slow" in (config.option.markexpr or "").replace("not slow", ""):
+        return
+    skip = pytest.mark.skip(reason="slow: run with -m slow or --run-slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+_PARITY_INDEX = []
+
+
+@pytest.fixture
+def parity_report(request):
+    """``parity_report(results, label="", **input_info)`` writes the comparison's report
+    under reports/parity/<test id>__<label>/ and indexes it (reports/parity/index.md)."""
+    from parity.index import write_test_report
+
+    def write(results, label="", config=None, **input_info):
+        return write_test_report(_PARITY_INDEX, request.node.nodeid, results, label, input_info, config)
+    return write
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _PARITY_INDEX:
+        from parity.index import write_index
+        path = write_index(_PARITY_INDEX)
+        session.config.pluginmanager.get_plugin("terminalreporter").write_line(f"parity reports: {path}")

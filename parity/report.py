@@ -95,14 +95,15 @@ def _rules_used(tensors):
             "pattern": pattern, "tolerance": entry["tolerance"],
             "reason": entry["reason"], "tensors": 0, "failed": 0})
         row["tensors"] += 1
-        row["failed"] += 0 if entry["passed"] else 1
+        row["failed"] += entry["verdict"] == "fail"
     return list(rules.values())
 
 
 def _summary_row(entry):
     return {"index": entry["index"], "name": entry["name"], "kind": entry["kind"],
             "tol_ratio": entry["metrics"].get("tol_ratio"),
-            "max_abs": entry["metrics"].get("max_abs"), "passed": entry["passed"]}
+            "max_abs": entry["metrics"].get("max_abs"), "passed": entry["passed"],
+            "verdict": entry["verdict"]}
 
 
 def build_report(results, *, run=None, config=None, input_info=None, environment=None,
@@ -125,7 +126,8 @@ def build_report(results, *, run=None, config=None, input_info=None, environment
         entry["module"] = modules.get(result.name, module_of(result.name))
         tensors.append(entry)
 
-    failed = [entry for entry in tensors if not entry["passed"]]
+    failed = [entry for entry in tensors if entry["verdict"] == "fail"]
+    unjudged = [entry["name"] for entry in tensors if entry["verdict"] == "not judgeable"]
     first_divergence = None
     if failed:
         first = failed[0]
@@ -138,8 +140,10 @@ def build_report(results, *, run=None, config=None, input_info=None, environment
     summary = {
         "verdict": "FAIL" if failed or not tensors else "PASS",
         "total": len(tensors),
-        "passed": len(tensors) - len(failed),
+        "passed": len(tensors) - len(failed) - len(unjudged),
         "failed": len(failed),
+        "not_judgeable": len(unjudged),
+        "not_judgeable_names": unjudged,
         "ties": [entry["name"] for entry in tensors if _is_tie(entry)],
         "worst": [_summary_row(entry) for entry in _worst_entries(tensors, WORST_COUNT)],
     }
@@ -164,14 +168,26 @@ def write_report(report, reports_dir="reports", with_plot=True):
     """
     run_dir = Path(reports_dir) / report["run"]
     run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / REPORT_JSON, "w") as handle:
-        json.dump(report, handle, indent=1, allow_nan=False)
+    write_text_atomic(run_dir / REPORT_JSON, json.dumps(report, indent=1, allow_nan=False))
     if with_plot:
         from parity.plot import plot_errors
-        plot_errors(report["tensors"], run_dir / PLOT_PNG, title=f"parity run {report['run']}")
-    (run_dir / REPORT_MD).write_text(
-        render_markdown(report, plot_file=PLOT_PNG if with_plot else None))
+        partial = run_dir / f".{PLOT_PNG}.partial.png"
+        plot_errors(report["tensors"], partial, title=f"parity run {report['run']}")
+        os.replace(partial, run_dir / PLOT_PNG)
+    write_text_atomic(run_dir / REPORT_MD, render_markdown(report, plot_file=PLOT_PNG if with_plot else None))
     return run_dir
+
+
+def write_text_atomic(path, text):
+    """Write ``text`` to ``path`` through a temporary file and a rename, so a reader (or
+    a run killed mid-write) never sees a partial file."""
+    path = Path(path)
+    partial = path.with_name(f".{path.name}.partial")
+    with open(partial, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(partial, path)
 
 
 def load_report(path):
@@ -209,7 +225,7 @@ def _number(value):
     """A metric for a table: 3 significant digits, '-' when absent."""
     if value is None:
         return "-"
-    if isinstance(value, bool):
+    if isinstance(value, bool) or (isinstance(value, str) and value not in ("nan", "inf", "-inf")):
         return str(value)
     number = float(value)
     if math.isnan(number) or math.isinf(number):
@@ -232,13 +248,17 @@ def _cell(text):
 def _verdict_line(summary):
     ties = len(summary["ties"])
     tie_text = f"; {ties} discrete decision(s) passed as ties" if ties else ""
+    unjudged = summary.get("not_judgeable", 0)
+    unjudged_text = (f"; {unjudged} not judgeable in float32 (the reference's own floor swamps "
+                     f"their scale: the float64 verdict decides)") if unjudged else ""
     if summary["verdict"] == "PASS":
-        return (f"**Verdict: PASS** - all {summary['total']} tensors within tolerance"
-                f"{tie_text}.")
+        judged = summary["total"] - unjudged
+        return (f"**Verdict: PASS** - all {judged} judgeable tensors within tolerance"
+                f"{tie_text}{unjudged_text}.")
     if summary["total"] == 0:
         return "**Verdict: FAIL** - no tensor was compared."
     return (f"**Verdict: FAIL** - {summary['failed']} of {summary['total']} tensors "
-            f"outside tolerance{tie_text}.")
+            f"outside tolerance{tie_text}{unjudged_text}.")
 
 
 def _divergence_lines(first):
@@ -266,8 +286,13 @@ def _worst_table(report):
         entry = by_name.get(row["name"], {})
         lines.append(f"| {row['index']} | `{_cell(row['name'])}` | {row['kind']} | "
                      f"{_number(row['max_abs'])} | {_number(row['tol_ratio'])} | "
-                     f"{'pass' if row['passed'] else '**FAIL**'} | `{_cell(entry.get('rule', ''))}` |")
+                     f"{_verdict_words(row)} | `{_cell(entry.get('rule', ''))}` |")
     return lines
+
+
+def _verdict_words(row):
+    verdict = row.get("verdict", "pass" if row["passed"] else "fail")
+    return {"pass": "pass", "fail": "**FAIL**"}.get(verdict, verdict)
 
 
 def _ties_lines(report):

@@ -1,13 +1,16 @@
 """Whole-model comparisons: eval forward, training forward + backward, optimizer steps.
 
-Each ``compare_*`` function builds both twins from one config, gives them identical
-weights (realistic random values by default, see ``parity.weights``), feeds identical
+``build_pair`` builds both twins from one config with identical weights (realistic
+random values by default, see ``parity.weights``); ``compare`` feeds both identical
 inputs, records every module output and probe in both frameworks, and judges every
-tensor with the tolerance registry. Randomness (denoising noise) comes from one NumPy
-generator injected into both models. Discrete decisions (top-k query selection,
+tensor with the tolerance registry of the pair's dtype (float64: the logic verdict;
+float32: the numerics verdict against the reference's per-element noise floor).
+Randomness (denoising noise, the multi-scale size) comes from NumPy generators with
+one seed injected into both models. Discrete decisions (top-k query selection,
 matcher assignment) can be taken from the reference and forced on the Jittor side,
-so that one tie flipped does not hide everything downstream; the forced decision
-itself is still judged (tie-aware).
+so that one tie flipped does not hide everything downstream; the twin's *own*
+decision is recorded before it is replaced (``probes.decide``) and judged
+tie-aware, so a wrong decision fails even when forcing is on.
 """
 import fnmatch
 import os
@@ -79,10 +82,24 @@ def build_pair(config, overrides=None, weight_seed=0, random_weights=True, dtype
     return Pair(config, ref, jtb, state, dtype=dtype, overrides=overrides)
 
 
+class ParityInputError(ValueError):
+    """Inputs or weights the harness refuses to compare (non-finite values, bad targets)."""
+
+
+def image_size(size):
+    """``(height, width)`` from an int (square) or a pair."""
+    if isinstance(size, (int, np.integer)):
+        return int(size), int(size)
+    height, width = (int(v) for v in size)
+    return height, width
+
+
 def make_batch(seed, batch, size, num_classes, gt_counts=None):
-    """Images in [0, 1] and targets (labels int64, boxes cxcywh in (0, 1)) from one seed."""
+    """Images in [0, 1] of ``size`` (an int, or ``(height, width)``) and targets (labels
+    int64, boxes cxcywh in (0, 1)) from one seed."""
     rng = np.random.default_rng(seed)
-    images = rng.random((batch, 3, size, size), dtype=np.float32)
+    height, width = image_size(size)
+    images = rng.random((batch, 3, height, width), dtype=np.float32)
     if gt_counts is None:
         gt_counts = [int(c) for c in rng.integers(1, 6, batch)]
     targets = []
@@ -133,7 +150,7 @@ FLOAT32_CONSTANTS = ("encoder.pos_embed", "decoder.anchors", "decoder.dn.input_q
 MATCHER_RECORD = re.compile(r"^probe:matcher\.indices(#\d+)?\.(\d+)\.([01])$")
 
 
-def _as_framework_tensor(value):
+def as_framework_tensor(value):
     """A forced constant as a tensor of the framework that asks for it (its default's type)."""
     def convert(default):
         if type(default).__module__.startswith("torch"):
@@ -148,7 +165,7 @@ def _forced_decisions(ref_capture, force_topk, force_matcher, force_constants=Fa
     forced = {}
     for name in FLOAT32_CONSTANTS if force_constants else ():
         if f"probe:{name}" in by:
-            forced[name] = _as_framework_tensor(by[f"probe:{name}"].value)
+            forced[name] = as_framework_tensor(by[f"probe:{name}"].value)
     if force_topk:
         for probe in TOPK_SCORES:
             if f"probe:{probe}" in by:
@@ -167,7 +184,9 @@ def _forced_decisions(ref_capture, force_topk, force_matcher, force_constants=Fa
 
 
 class ForcedSequence:
-    """A forced decision that differs per call (the matcher runs once per output head)."""
+    """A forced value that differs per call (the matcher runs once per output head; a
+    constant is built once per training step). A callable value is called with the
+    twin's own value (see :func:`as_framework_tensor`)."""
 
     def __init__(self, values):
         self.values = list(values)
@@ -175,14 +194,15 @@ class ForcedSequence:
 
     def __call__(self, default):
         if self.calls >= len(self.values):
-            raise RuntimeError("the twin made more matcher calls than the reference")
+            raise RuntimeError("the twin took more decisions at this point than the reference")
         value = self.values[self.calls]
         self.calls += 1
-        return value
+        return value(default) if callable(value) else value
 
 
 def judge_captures(ref_cap, jt_cap, registry, floors=None):
-    """Judge every tensor of the reference capture against the twin's, in execution order."""
+    """Judge every tensor of the reference capture against the twin's, in execution order.
+    ``floors``: ``{name: per-element noise floor}`` from :func:`noise_floors` (float32)."""
     jt_by = jt_cap.by_name()
     ref_by = ref_cap.by_name()
     results, done = [], set()
@@ -271,7 +291,7 @@ def _eval_pass(pair, framework, images, inputs_of=()):
     return cap.capture(model, run, framework, inputs_of)[1]
 
 
-def _train_pass(pair, framework, images, targets, noise_seed, with_grads, inputs_of=()):
+def _train_pass(pair, framework, images, targets, noise_seed, with_grads, inputs_of=(), multi_scale=None):
     extra = []
     if framework == "torch":
         import torch
@@ -287,7 +307,7 @@ def _train_pass(pair, framework, images, targets, noise_seed, with_grads, inputs
         load_into_jittor(model, pair.jittor_weights())
     model.decoder.denoising_noise = NumpyDenoisingNoise(noise_seed)
     model.size_sampler = NumpySizeSampler(noise_seed)
-    model.multi_scale = None  # compare at the requested size; the resize itself is one nearest interpolate
+    model.multi_scale = list(multi_scale) if multi_scale else None
 
     def run_ref():
         out = model(torch.from_numpy(images.copy()), torch_targets(targets))
@@ -338,23 +358,28 @@ def run_eval_forward(pair, images, force_topk=True, measure_floor=False):
 
 
 def run_train_forward(pair, images, targets, noise_seed=0, force_topk=True, force_matcher=False,
-                      with_grads=True, measure_floor=False):
+                      with_grads=True, measure_floor=False, multi_scale=None):
     """Training forward, criterion and backward in both frameworks: module outputs,
-    probes, ``loss:`` terms and ``grad:`` tensors. With ``measure_floor`` the reference
-    also runs on ``FLOOR_RUNS`` one-ulp-perturbed inputs with its own discrete decisions
-    forced, giving each tensor's noise floor. Returns (ref capture, twin capture, list of floor captures)."""
-    ref_cap = _train_pass(pair, "torch", images, targets, noise_seed, with_grads)
+    probes, ``loss:`` terms and ``grad:`` tensors. ``multi_scale``: the sizes the
+    official multi-scale resize draws from (one seeded sampler per side), or None.
+    With ``measure_floor`` the reference also runs on ``FLOOR_RUNS`` one-ulp-perturbed
+    inputs with its own discrete decisions forced, giving each tensor's noise floor.
+    Returns (ref capture, twin capture, list of floor captures)."""
+    ref_cap = _train_pass(pair, "torch", images, targets, noise_seed, with_grads, multi_scale=multi_scale)
     with probes.forcing(_forced_decisions(ref_cap, force_topk, force_matcher, pair.dtype == "float64")):
-        jt_cap = _train_pass(pair, "jittor", images, targets, noise_seed, with_grads)
+        jt_cap = _train_pass(pair, "jittor", images, targets, noise_seed, with_grads, multi_scale=multi_scale)
     floor_caps = []
     for seed in range(FLOOR_RUNS if measure_floor else 0):
         with probes.forcing(_forced_decisions(ref_cap, True, True)):
-            floor_caps.append(_train_pass(pair, "torch", perturb_one_ulp(images, seed), targets, noise_seed, with_grads))
+            floor_caps.append(_train_pass(pair, "torch", perturb_one_ulp(images, seed), targets, noise_seed,
+                                          with_grads, multi_scale=multi_scale))
     return ref_cap, jt_cap, floor_caps
 
 
 def noise_floors(ref_cap, floor_caps):
-    """``{name: max over perturbed runs of max|ref - ref_perturbed|}`` for float tensors."""
+    """``{name: per-element max over perturbed runs of |ref - ref_perturbed|}`` (float32
+    arrays) for float tensors; non-finite differences count as 0 (a tensor non-finite in
+    the reference is judged by where its non-finite values sit, not by a floor)."""
     floors = {}
     for floor_cap in floor_caps:
         other = floor_cap.by_name()
@@ -363,9 +388,8 @@ def noise_floors(ref_cap, floor_caps):
             if (o is not None and rec.value.dtype.kind == "f" and o.value.shape == rec.value.shape
                     and rec.kind != "no-gradient" and o.kind != "no-gradient"):
                 diff = np.abs(rec.value.astype(np.float64) - o.value.astype(np.float64))
-                finite = np.isfinite(diff)
-                value = float(diff[finite].max()) if finite.any() else 0.0
-                floors[rec.name] = max(floors.get(rec.name, 0.0), value)
+                diff = np.where(np.isfinite(diff), diff, 0.0).astype(np.float32)
+                floors[rec.name] = np.maximum(floors[rec.name], diff) if rec.name in floors else diff
     return floors
 
 
@@ -377,10 +401,10 @@ def _append(capture, items):
             capture.records.append(cap.Record(name, value, name, "extra"))
 
 
-def save_first_divergence(pair, mode, images, targets, noise_seed, ref_cap, results, out_dir, force_topk=True):
+def save_first_divergence(pair, mode, images, targets, noise_seed, ref_cap, results, out_dir, multi_scale=None):
     """Rerun the reference keeping the first diverging module's inputs, and save them
     with its weights for ``python -m parity rerun``. Returns ``{module: path}``."""
-    first = next((r for r in results if not r.passed), None)
+    first = next((r for r in results if r.verdict == "fail"), None)
     if first is None:
         return {}
     module = next((rec.module for rec in ref_cap.records if rec.name == first.name and rec.kind == "module"), None)
@@ -391,7 +415,8 @@ def save_first_divergence(pair, mode, images, targets, noise_seed, ref_cap, resu
         if mode == "eval":
             rerun = _eval_pass(pair, "torch", images, inputs_of=(module,))
         else:
-            rerun = _train_pass(pair, "torch", images, targets, noise_seed, False, inputs_of=(module,))
+            rerun = _train_pass(pair, "torch", images, targets, noise_seed, False, inputs_of=(module,),
+                                multi_scale=multi_scale)
     if module not in rerun.inputs:
         return {}
     os.makedirs(out_dir, exist_ok=True)
@@ -402,16 +427,41 @@ def save_first_divergence(pair, mode, images, targets, noise_seed, ref_cap, resu
     return {module: path}
 
 
+def check_inputs(pair, images, targets=None):
+    """Refuse what no comparison can judge: non-finite images, weights or target boxes,
+    and labels outside ``[0, num_classes)`` (the reference would raise deep inside an
+    embedding lookup, and the Jittor twin read out of range)."""
+    if not np.isfinite(images).all():
+        raise ParityInputError(f"images hold {int(np.size(images) - np.isfinite(images).sum())} non-finite value(s)")
+    bad = [name for name, value in pair.jittor_weights().items()
+           if np.asarray(value).dtype.kind == "f" and not np.isfinite(value).all()]
+    if bad:
+        raise ParityInputError(f"weights hold non-finite values in {len(bad)} tensor(s), first {bad[0]}")
+    num_classes = pair.ref.cfg["num_classes"]
+    for i, target in enumerate(targets or []):
+        boxes, labels = np.asarray(target["boxes"]), np.asarray(target["labels"])
+        if boxes.ndim != 2 or boxes.shape[1] != 4 or len(labels) != len(boxes):
+            raise ParityInputError(f"target {i}: boxes must be (N, 4) cxcywh with one label each; "
+                                   f"got boxes {boxes.shape}, labels {labels.shape}")
+        if not np.isfinite(boxes).all():
+            raise ParityInputError(f"target {i}: non-finite box coordinates")
+        if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+            raise ParityInputError(f"target {i}: label ids must lie in [0, {num_classes}); "
+                                   f"got {int(labels.min())}..{int(labels.max())}")
+
+
 def compare(pair, mode, images, targets=None, noise_seed=0, force_topk=True, force_matcher=False,
-            measure_floor=False, registry=None):
-    """Run ``mode`` ('eval' or 'train') and judge; returns (results, ref_capture, jt_capture)."""
-    registry = registry or load_registry()
+            measure_floor=False, registry=None, multi_scale=None):
+    """Run ``mode`` ('eval' or 'train') and judge with the registry of the pair's dtype;
+    returns (results, ref_capture, jt_capture)."""
+    registry = registry or load_registry(dtype=pair.dtype)
     images, targets = pair.cast_inputs(images, targets)
+    check_inputs(pair, images, targets)
     if mode == "eval":
         ref_cap, jt_cap, floor_caps = run_eval_forward(pair, images, force_topk, measure_floor)
     elif mode == "train":
         ref_cap, jt_cap, floor_caps = run_train_forward(pair, images, targets, noise_seed, force_topk, force_matcher,
-                                                        measure_floor=measure_floor)
+                                                        measure_floor=measure_floor, multi_scale=multi_scale)
     else:
         raise ValueError(f"unknown mode {mode!r}")
     return judge_captures(ref_cap, jt_cap, registry, noise_floors(ref_cap, floor_caps)), ref_cap, jt_cap

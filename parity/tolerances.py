@@ -1,15 +1,20 @@
 """The tolerance registry: which rule judges which tensor, and why.
 
-Rules live in ``parity/tolerances.yaml`` as an ordered list; each maps a glob
-pattern (``fnmatch``, case-sensitive, ``*`` also crosses dots) on a qualified tensor
-name to one of four kinds of threshold, always with a ``reason``:
+Rules live in ``parity/tolerances.yaml``, one ordered list per verdict: ``float64``
+(the logic verdict: both twins in double precision, where no rounding flips a ReLU,
+a top-k or a matching, so a porting bug stands far above the thresholds) and
+``float32`` (the numerics verdict, judged against the reference's own noise floor).
+Each rule maps a glob pattern (``fnmatch``, case-sensitive, ``*`` also crosses dots)
+on a qualified tensor name to one of four kinds of threshold, always with a ``reason``:
 
-* ``{atol, rtol}``  element-wise, via :func:`parity.compare.compare_float`
+* ``{atol, rtol}``  element-wise, via :func:`parity.compare.compare_float`; with
+  ``relative_to: max`` rtol multiplies the tensor's largest magnitude
 * ``{rel}``         norm-wise, via :func:`parity.compare.compare_norm` (gradients)
 * ``{exact: true}`` exact equality, via :func:`parity.compare.compare_exact`
-* ``{floor, atol, rtol}`` within ``floor`` times the reference's own noise floor (its change
-  under a float32-rounding-level input perturbation), via
-  :func:`parity.compare.compare_floor`; used only when that floor was measured
+* ``{floor, cap, atol, rtol}`` within ``floor`` times the reference's own noise floor
+  per element block (its change under a one-ulp input perturbation), via
+  :func:`parity.compare.compare_floor`; a tensor whose floor exceeds ``cap`` times its
+  scale is not judgeable in float32; used only when that floor was measured
 
 The first matching rule wins. Integer and boolean arrays are always compared
 exactly, whatever rule matches their name.
@@ -30,7 +35,8 @@ from parity.compare import compare_exact, compare_float, compare_floor, compare_
 
 DEFAULT_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tolerances.yaml")
 
-_ALLOWED_KEYS = {"pattern", "atol", "rtol", "rel", "exact", "floor", "reason"}
+_ALLOWED_KEYS = {"pattern", "atol", "rtol", "relative_to", "rel", "exact", "floor", "cap", "reason"}
+DTYPES = ("float32", "float64")
 
 
 class ToleranceConfigError(ValueError):
@@ -47,6 +53,8 @@ class Rule:
     rel: Optional[float] = None
     exact: bool = False
     floor: Optional[float] = None
+    cap: Optional[float] = None
+    relative_to: str = "element"
 
     @property
     def kind(self):
@@ -69,8 +77,9 @@ class Rule:
         if self.kind == "norm":
             return f"rel {self.rel:g} (norm-wise)"
         if self.kind == "floor":
-            return f"{self.floor:g} x reference noise floor + atol {self.atol or 0:g} + rtol {self.rtol or 0:g} x max|ref|"
-        return f"atol {self.atol:g}, rtol {self.rtol:g}"
+            return (f"{self.floor:g} x reference noise floor per block + atol {self.atol or 0:g} + rtol "
+                    f"{self.rtol or 0:g} x max|ref|; not judgeable when the floor exceeds {self.cap:g} x max|ref|")
+        return f"atol {self.atol:g}, rtol {self.rtol:g}" + (" x max|ref|" if self.relative_to == "max" else "")
 
     def to_dict(self):
         entry = {"pattern": self.pattern}
@@ -79,9 +88,11 @@ class Rule:
         elif self.kind == "norm":
             entry["rel"] = self.rel
         elif self.kind == "floor":
-            entry.update(floor=self.floor, atol=self.atol or 0.0, rtol=self.rtol or 0.0)
+            entry.update(floor=self.floor, cap=self.cap, atol=self.atol or 0.0, rtol=self.rtol or 0.0)
         else:
             entry.update(atol=self.atol, rtol=self.rtol)
+            if self.relative_to != "element":
+                entry["relative_to"] = self.relative_to
         entry["reason"] = self.reason
         return entry
 
@@ -115,12 +126,19 @@ def parse_rule(entry, where="rule"):
         raise ToleranceConfigError(f"{where}: every rule needs a non-empty 'reason'")
 
     if "floor" in entry:
-        if set(entry) - {"pattern", "floor", "atol", "rtol", "reason"}:
-            raise ToleranceConfigError(f"{where}: a floor rule takes only 'floor', 'atol' and 'rtol'")
+        if set(entry) - {"pattern", "floor", "cap", "atol", "rtol", "reason"}:
+            raise ToleranceConfigError(f"{where}: a floor rule takes only 'floor', 'cap', 'atol' and 'rtol'")
+        if "cap" not in entry:
+            raise ToleranceConfigError(f"{where}: a floor rule needs a 'cap' (the floor may not excuse everything)")
         atol = _tolerance_value(entry, "atol", where) if "atol" in entry else 0.0
         rtol = _tolerance_value(entry, "rtol", where) if "rtol" in entry else 0.0
         return Rule(pattern=pattern, reason=reason.strip(), floor=_tolerance_value(entry, "floor", where),
-                    atol=atol, rtol=rtol)
+                    cap=_tolerance_value(entry, "cap", where), atol=atol, rtol=rtol)
+    if "cap" in entry:
+        raise ToleranceConfigError(f"{where}: 'cap' belongs to a floor rule")
+    relative_to = entry.get("relative_to", "element")
+    if relative_to not in ("element", "max") or ("relative_to" in entry and "rtol" not in entry):
+        raise ToleranceConfigError(f"{where}: relative_to is 'element' or 'max', with an rtol")
     has_float = "atol" in entry or "rtol" in entry
     has_norm = "rel" in entry
     has_exact = "exact" in entry
@@ -135,7 +153,7 @@ def parse_rule(entry, where="rule"):
         return Rule(pattern=pattern, reason=reason.strip(), rel=_tolerance_value(entry, "rel", where))
     atol = _tolerance_value(entry, "atol", where) if "atol" in entry else 0.0
     rtol = _tolerance_value(entry, "rtol", where) if "rtol" in entry else 0.0
-    return Rule(pattern=pattern, reason=reason.strip(), atol=atol, rtol=rtol)
+    return Rule(pattern=pattern, reason=reason.strip(), atol=atol, rtol=rtol, relative_to=relative_to)
 
 
 class Registry:
@@ -152,12 +170,15 @@ class Registry:
         return cls(parse_rule(entry, f"rule {i}") for i, entry in enumerate(entries))
 
     @classmethod
-    def from_yaml(cls, path=DEFAULT_PATH):
+    def from_yaml(cls, path=DEFAULT_PATH, dtype="float32"):
+        """The rules of the ``dtype`` verdict (``float32`` or ``float64``) in ``path``."""
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, not {dtype!r}")
         with open(path) as handle:
             document = yaml.safe_load(handle)
-        if not isinstance(document, dict) or "rules" not in document:
-            raise ToleranceConfigError(f"{path}: expected a top-level 'rules:' list")
-        return cls.from_entries(document["rules"])
+        if not isinstance(document, dict) or dtype not in document:
+            raise ToleranceConfigError(f"{path}: expected a top-level '{dtype}:' list of rules")
+        return cls.from_entries(document[dtype])
 
     def lookup(self, name, with_floor=False):
         """The first rule whose pattern matches ``name``; LookupError if none does.
@@ -182,14 +203,14 @@ class Registry:
         elif rule.kind == "norm":
             result = compare_norm(name, ref, test, rule.rel)
         elif rule.kind == "floor":
-            result = compare_floor(name, ref, test, floor, rule.floor, rule.atol or 0.0, rule.rtol or 0.0)
+            result = compare_floor(name, ref, test, floor, rule.floor, rule.atol or 0.0, rule.rtol or 0.0, rule.cap)
         else:
-            result = compare_float(name, ref, test, rule.atol, rule.rtol)
+            result = compare_float(name, ref, test, rule.atol, rule.rtol, rule.relative_to)
         result.rule = rule.pattern
         result.reason = rule.reason
         return result
 
 
-def load_registry(path=None):
-    """The registry from ``path`` (default: ``parity/tolerances.yaml``)."""
-    return Registry.from_yaml(path or DEFAULT_PATH)
+def load_registry(path=None, dtype="float32"):
+    """The ``dtype`` verdict's registry from ``path`` (default: ``parity/tolerances.yaml``)."""
+    return Registry.from_yaml(path or DEFAULT_PATH, dtype)

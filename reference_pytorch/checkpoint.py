@@ -70,7 +70,8 @@ def _as_tensor(value):
     return value.detach() if torch.is_tensor(value) else torch.as_tensor(np.asarray(value))
 
 
-def _optimizer_state_numpy(optimizer):
+def optimizer_state_numpy(optimizer):
+    """AdamW's state and parameter groups keyed by parameter name, as NumPy arrays."""
     state = {}
     for group in optimizer.param_groups:
         for name, p in zip(group["names"], group["params"]):
@@ -100,7 +101,7 @@ def save_training_checkpoint(path, model, optimizer=None, ema=None, lr_schedule=
         "framework": "pytorch",
         "model": model_state_numpy(model),
         "ema": ({"module": model_state_numpy(ema.module), "updates": ema.updates} if ema else None),
-        "optimizer": _optimizer_state_numpy(optimizer) if optimizer else None,
+        "optimizer": optimizer_state_numpy(optimizer) if optimizer else None,
         "lr_schedule": lr_schedule.state_dict() if lr_schedule else None,
         "epoch": epoch, "step": step,
         "rng": {"numpy": np.random.get_state(), "python": random.getstate(),

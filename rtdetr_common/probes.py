@@ -1,15 +1,18 @@
 """Named probe points and forced decisions, shared by both twins.
 
 Models call ``probes.record(name, value)`` at points that are not module outputs
-(encoder top-k indices, each decoder layer's boxes, matcher indices, ...). It costs
-nothing unless a recorder is active. ``probes.override(name, value)`` returns a
-forced value when the harness has set one, so a discrete decision taken by one
-framework (top-k selection, matcher assignment) can be imposed on the other::
+(each decoder layer's boxes, the criterion's terms, ...). It costs nothing unless a
+recorder is active. At a decision point (top-k selection, matcher assignment) or a
+value the harness may need to impose (float32-built constants in a float64 run),
+models call ``value = probes.decide(name, value)``: the model's *own* value is
+recorded first, then the value the harness forced (if any) is returned for the rest
+of the computation. The harness therefore always judges what a twin decided, never
+what it was told::
 
     with probes.recording() as rec:      # rec: ordered list of (name, value)
         model(x)
     with probes.forcing({"decoder.topk_ind": idx}):
-        model(x)
+        model(x)                         # records the model's own top-k, uses idx
 """
 import contextlib
 
@@ -23,15 +26,11 @@ def record(name, value):
         _recorder(name, value)
 
 
-def is_recording():
-    """True while a recorder is active (lets callers skip work done only for probes)."""
-    return _recorder is not None
-
-
-def override(name, value):
-    """The forced value for ``name`` if the harness set one, else ``value``.
-    A callable forced value is called with ``value`` (for decisions taken repeatedly,
-    such as the matcher's, once per output head)."""
+def decide(name, value):
+    """Record the model's own ``value`` for ``name``, then return the forced value if
+    the harness set one, else ``value``. A callable forced value is called with
+    ``value`` (for decisions taken repeatedly, such as the matcher's, once per head)."""
+    record(name, value)
     if name not in _forced:
         return value
     forced = _forced[name]

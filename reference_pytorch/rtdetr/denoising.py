@@ -147,8 +147,7 @@ def get_contrastive_denoising_training_group(targets, num_classes, num_queries, 
     }
 
     probes.record("decoder.dn.input_query_class", input_query_class)
-    input_query_bbox = probes.override("decoder.dn.input_query_bbox", input_query_bbox)
-    probes.record("decoder.dn.input_query_bbox", input_query_bbox)
+    input_query_bbox = probes.decide("decoder.dn.input_query_bbox", input_query_bbox)
     probes.record("decoder.dn.attn_mask", attn_mask)
 
     return input_query_class, input_query_bbox, attn_mask, dn_meta

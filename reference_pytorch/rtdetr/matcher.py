@@ -3,8 +3,9 @@ minimises ``cost_bbox * L1 + cost_class * class_cost + cost_giou * (-GIoU)``, so
 per image with ``scipy.optimize.linear_sum_assignment`` (the official RT-DETR matcher).
 
 Probes: ``matcher.cost`` (the per-image cost matrices, NumPy float32 (num_queries,
-num_gt), so the harness can judge ties) and ``matcher.indices`` (an override point:
-a forced list of (row, col) pairs per image, any int array-like, replaces the solver's;
+num_gt), so the harness can judge ties) and ``matcher.indices`` (a decision point: the
+solver's own pairs are recorded, then a forced list of (row, col) pairs per image, any
+int array-like, replaces them for what follows;
 a forced callable is called with the solver's list and returns the list to use, so a
 harness can impose a different decision on each of the criterion's matcher calls).
 """
@@ -74,15 +75,9 @@ class HungarianMatcher(nn.Module):
         probes.record('matcher.cost', costs)
         indices = [linear_sum_assignment(c) for c in costs]
 
-        indices = [(torch.as_tensor(i, dtype=torch.int64), torch.as_tensor(j, dtype=torch.int64)) for i, j in indices]
-        forced = probes.override('matcher.indices', None)
-        if callable(forced):  # e.g. replays the other twin's decision for this call
-            indices = forced(indices)
-        elif forced is not None:
-            indices = forced
         indices = [(_as_int64(i), _as_int64(j)) for i, j in indices]
-        probes.record('matcher.indices', indices)
-        return indices
+        indices = probes.decide('matcher.indices', indices)
+        return [(_as_int64(i), _as_int64(j)) for i, j in indices]
 
 
 def _as_int64(x):

@@ -3,11 +3,14 @@ import numpy as np
 import torch.nn as nn
 import torch.nn.functional as F
 
+from rtdetr_common import probes
+
 
 class RTDETR(nn.Module):
     """The detector. Attribute order (backbone, decoder, encoder) fixes the official
     state_dict order. ``size_sampler`` picks the multi-scale size (default: NumPy's
-    global RNG, as the official code); the harness may set a seeded sampler."""
+    global RNG, as the official code); the harness may set a seeded sampler. Probe
+    ``input.resized``: the image batch after the multi-scale resize."""
 
     def __init__(self, backbone, encoder, decoder, multi_scale=None):
         super().__init__()
@@ -21,6 +24,7 @@ class RTDETR(nn.Module):
         if self.multi_scale and self.training:
             size = int(self.size_sampler.choice(self.multi_scale))
             x = F.interpolate(x, size=[size, size], mode="nearest")
+            probes.record("input.resized", x)
         feats = self.backbone(x)
         feats = self.encoder(feats)
         return self.decoder(feats, targets)

@@ -442,8 +442,7 @@ class RTDETRTransformer(nn.Module):
             anchors, valid_mask = self._generate_anchors(spatial_shapes, device=memory.device)
         else:
             anchors, valid_mask = self.anchors.to(memory.device), self.valid_mask.to(memory.device)
-        anchors = probes.override("decoder.anchors", anchors)
-        probes.record("decoder.anchors", anchors)
+        anchors = probes.decide("decoder.anchors", anchors)
         probes.record("decoder.valid_mask", valid_mask)
 
         memory = valid_mask.to(memory.dtype) * memory
@@ -456,11 +455,10 @@ class RTDETRTransformer(nn.Module):
         probes.record("decoder.enc_outputs_coord_unact", enc_outputs_coord_unact)
 
         _, topk_ind = torch.topk(enc_outputs_class.max(-1).values, self.num_queries, dim=1)
-        topk_ind = probes.override("decoder.topk_ind", topk_ind)
+        topk_ind = probes.decide("decoder.topk_ind", topk_ind)
         if not isinstance(topk_ind, torch.Tensor):
             topk_ind = torch.as_tensor(np.asarray(topk_ind))
         topk_ind = topk_ind.to(device=memory.device, dtype=torch.int64)
-        probes.record("decoder.topk_ind", topk_ind)
 
         reference_points_unact = enc_outputs_coord_unact.gather(
             dim=1, index=topk_ind.unsqueeze(-1).repeat(1, 1, enc_outputs_coord_unact.shape[-1]))

@@ -45,10 +45,9 @@ class RTDETRPostProcessor(nn.Module):
             flat_scores = scores.flatten(1)
             _, index = torch.topk(flat_scores, self.num_top_queries, dim=-1)
             probes.record('postprocessor.flat_scores', flat_scores)
-            index = probes.override('postprocessor.topk_index', index)
+            index = probes.decide('postprocessor.topk_index', index)
             if isinstance(index, np.ndarray):
                 index = torch.as_tensor(np.asarray(index))
-            probes.record('postprocessor.topk_index', index)
             scores = torch.gather(flat_scores, 1, index)
             labels = index % self.num_classes
             index = index // self.num_classes

@@ -110,7 +110,7 @@ def clip_grad_norm(optimizer, max_norm):
     if not names:
         return 0.0
     squares = [(optimizer.grads[n].float64() ** 2).sum() for n in names]
-    total = jt.sqrt(jt.stack(squares).sum()).float32()
+    total = jt.sqrt(jt.stack(squares).sum()).astype(optimizer.grads[names[0]].dtype)
     if max_norm and max_norm > 0:
         coef = jt.minimum(max_norm / (total + 1e-6), jt.ones_like(total))
         for n in names:

@@ -299,8 +299,7 @@ class HybridEncoder(nn.Module):
                 if pos_embed is None:
                     pos_embed = self.build_2d_sincos_position_embedding(
                         w, h, self.hidden_dim, self.pe_temperature).stop_grad()
-                pos_embed = probes.override("encoder.pos_embed", pos_embed)
-                probes.record("encoder.pos_embed", pos_embed)
+                pos_embed = probes.decide("encoder.pos_embed", pos_embed)
 
                 memory = self.encoder[i](src_flatten, pos_embed=pos_embed)
                 proj_feats[enc_ind] = memory.permute(0, 2, 1).reshape(-1, self.hidden_dim, h, w)

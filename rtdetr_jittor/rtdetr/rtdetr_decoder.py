@@ -438,8 +438,7 @@ class RTDETRTransformer(nn.Module):
             anchors, valid_mask = self._generate_anchors(spatial_shapes)
         else:
             anchors, valid_mask = self._anchors, self._valid_mask
-        anchors = probes.override("decoder.anchors", anchors)
-        probes.record("decoder.anchors", anchors)
+        anchors = probes.decide("decoder.anchors", anchors)
         probes.record("decoder.valid_mask", valid_mask)
 
         memory = valid_mask.astype(memory.dtype) * memory
@@ -452,11 +451,10 @@ class RTDETRTransformer(nn.Module):
         probes.record("decoder.enc_outputs_coord_unact", enc_outputs_coord_unact)
 
         _, topk_ind = compat.topk(compat.max_values(enc_outputs_class, -1), self.num_queries, dim=1)
-        topk_ind = probes.override("decoder.topk_ind", topk_ind)
+        topk_ind = probes.decide("decoder.topk_ind", topk_ind)
         if not isinstance(topk_ind, jt.Var):
             topk_ind = jt.array(compat.to_numpy(topk_ind).astype(np.int64))
         topk_ind = compat.detach(topk_ind).int64()
-        probes.record("decoder.topk_ind", topk_ind)
 
         reference_points_unact = jt.gather(
             enc_outputs_coord_unact, 1, topk_ind.unsqueeze(-1).repeat(1, 1, enc_outputs_coord_unact.shape[-1]))

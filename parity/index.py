@@ -1,0 +1,54 @@
+"""The index of a test session's parity reports: ``reports/parity/index.json`` and
+``index.md`` list every whole-model comparison a test ran (test, verdict, worst
+tolerance ratio, first divergence, not-judgeable count, link to its report)."""
+import json
+import os
+import re
+from pathlib import Path
+
+from .report import build_report, write_report, write_text_atomic
+
+PARITY_REPORTS = os.path.join("reports", "parity")
+
+
+def report_dir_name(test_id, label=""):
+    """A directory name for a pytest node id (and a label such as the dtype)."""
+    name = re.sub(r"[^A-Za-z0-9_.=-]+", "_", test_id.replace("::", "__")).strip("_")
+    return (name[:150] + (f"__{label}" if label else ""))
+
+
+def write_test_report(entries, test_id, results, label="", input_info=None, config=None, root=PARITY_REPORTS):
+    """Write one comparison's report under ``root/<test id>__<label>/`` and append its
+    index row to ``entries``; returns the report dict."""
+    from .report import environment_info
+    run = report_dir_name(test_id, label)
+    report = build_report(results, run=run, config=config or {}, input_info=input_info or {},
+                          environment=environment_info())
+    write_report(report, root, with_plot=bool(results))
+    summary, first = report["summary"], report["first_divergence"]
+    entries.append({"test": test_id, "label": label, "verdict": summary["verdict"],
+                    "total": summary["total"], "failed": summary["failed"],
+                    "not_judgeable": summary.get("not_judgeable", 0),
+                    "worst_tol_ratio": summary["worst"][0]["tol_ratio"] if summary["worst"] else None,
+                    "first_divergence": first["name"] if first else None,
+                    "link": f"{run}/report.md"})
+    return report
+
+
+def write_index(entries, root=PARITY_REPORTS):
+    """Write ``index.json`` and ``index.md`` under ``root``; returns the markdown path."""
+    Path(root).mkdir(parents=True, exist_ok=True)
+    write_text_atomic(Path(root) / "index.json", json.dumps(entries, indent=1))
+    lines = ["# Parity reports of the last test session", "",
+             "| test | verdict | tensors | failed | not judgeable (float32) | worst tol ratio | first divergence | report |",
+             "|---|---|---|---|---|---|---|---|"]
+    for e in entries:
+        ratio = e["worst_tol_ratio"]
+        ratio_text = ratio if isinstance(ratio, str) else ("-" if ratio is None else f"{ratio:.3g}")
+        test = e["test"] + (f" [{e['label']}]" if e["label"] else "")
+        lines.append(f"| `{test}` | {e['verdict']} | {e['total']} | {e['failed']} | {e['not_judgeable']} | "
+                     f"{ratio_text} | {('`' + e['first_divergence'] + '`') if e['first_divergence'] else '-'} | "
+                     f"[report]({e['link']}) |")
+    path = Path(root) / "index.md"
+    write_text_atomic(path, "\n".join(lines) + "\n")
+    return path
