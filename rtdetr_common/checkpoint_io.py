@@ -10,12 +10,18 @@ import os
 import pickle
 import tempfile
 
+from .errors import RtdetrError
+
 FORMAT = "rtdetr-parity-checkpoint"
 VERSION = 1
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(RtdetrError, RuntimeError):
     """A checkpoint that cannot be used, with the reason."""
+
+
+class StateDictError(CheckpointError):
+    """A state_dict whose keys or shapes do not match the model."""
 
 
 def save_atomic(obj, path):

@@ -31,6 +31,8 @@ import numpy as np
 from rtdetr_jittor._env import jt
 from jittor import nn
 
+from rtdetr_common.checkpoint_io import StateDictError  # noqa: F401  (raised below; callers import it from here)
+
 
 def detach(x):
     """Out-of-place detach: a new Var with no gradient path; ``x`` is untouched."""
@@ -559,10 +561,6 @@ class MultiheadAttention(nn.Module):
         out = bmm(attn.reshape(b * h, l, s), v.reshape(b * h, s, d)).reshape(b, h, l, d)
         out = out.transpose(0, 2, 1, 3).reshape(b, l, e)
         return self.out_proj(out), (attn.mean(dim=1) if need_weights else None)
-
-
-class StateDictError(RuntimeError):
-    """A checkpoint whose keys or shapes do not match the model."""
 
 
 def load_state_dict_checked(module, state_dict, strict=True):
