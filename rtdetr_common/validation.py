@@ -1,32 +1,33 @@
 """Checks at the boundary between user data and the models, written once for both twins.
 
+- ``validate_images``: a training batch is a finite float (B, 3, H, W) array.
 - ``validate_targets``: training targets (per image ``labels`` and ``boxes``) hold
   class ids in ``[0, num_classes)`` and finite boxes in the expected format; raises
   ``TargetError`` with one line naming the image, the entry and the value. Without it
   the Jittor twin reads its class embedding out of range and trains on NaN.
-- ``check_finite_loss``: a NaN or infinite loss raises ``NonFiniteLossError`` naming
-  the loss terms, before any update.
-- ``finite_cost``: a matching cost with NaN or inf entries (a model whose outputs went
-  non-finite) made assignable, so the step's loss terms come out non-finite and are
-  reported, instead of scipy failing inside the matcher.
+- ``check_finite_loss``: a NaN or infinite loss or gradient norm raises
+  ``NonFiniteLossError`` naming the loss terms, before the weights change (the Jittor
+  twin, compiled with -ffast-math, turned NaN images into a finite loss and NaN
+  gradients, and so NaN weights).
+- ``check_finite_outputs``: NaN or inf in the model's outputs raise
+  ``NonFiniteLossError`` before the loss, where the official matcher would stop on a
+  bare ``AssertionError``.
 """
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from .errors import NonFiniteLossError, TargetError
+from .errors import InputError, NonFiniteLossError, TargetError
 
 BOX_FORMATS = ("cxcywh", "xyxy")
 # how far normalized cxcywh values may stray outside [0, 1] through float rounding
 NORMALIZED_SLACK = 1e-3
-# stands in for NaN/inf matching costs: worse than any finite cost of the official matcher
-UNASSIGNABLE_COST = 1e30
 
 
 def _as_array(value):
     """A NumPy array from an array, a torch tensor or a Jittor Var."""
     if not isinstance(value, np.ndarray) and hasattr(value, "numpy"):
-        value = value.numpy()
+        value = (value.detach() if hasattr(value, "detach") else value).numpy()
     return np.asarray(value)
 
 
@@ -73,6 +74,16 @@ def _boxes(i, target, count, box_format):
                           f"({int(bad.sum())} such box(es) in this image)")
 
 
+def validate_images(images):
+    """Raise ``InputError`` unless ``images`` is a finite float batch of shape (B, 3, H, W)."""
+    images = _as_array(images)
+    if images.ndim != 4 or images.shape[1] != 3 or not np.issubdtype(images.dtype, np.floating):
+        raise InputError(f"images must be a float (batch, 3, height, width) array, got dtype {images.dtype} "
+                         f"and shape {images.shape}")
+    if not np.isfinite(images).all():
+        raise InputError(f"images hold {int((~np.isfinite(images)).sum())} NaN or infinite value(s)")
+
+
 def validate_targets(targets, num_classes, box_format="cxcywh"):
     """Raise ``TargetError`` unless every target is a mapping with integer ``labels`` in
     ``[0, num_classes)`` and one finite box per label in ``box_format`` ("cxcywh":
@@ -90,18 +101,19 @@ def validate_targets(targets, num_classes, box_format="cxcywh"):
         _boxes(i, target, len(labels), box_format)
 
 
-def check_finite_loss(loss, losses):
-    """Raise ``NonFiniteLossError`` naming the terms if the total ``loss`` is not finite."""
-    if np.isfinite(loss):
+def check_finite_loss(loss, losses, grad_norm=0.0):
+    """Raise ``NonFiniteLossError`` naming the terms if the total ``loss`` or the gradient norm is not finite."""
+    if np.isfinite(loss) and np.isfinite(grad_norm):
         return
     bad = [k for k, v in losses.items() if not np.isfinite(v)]
+    what = f"non-finite loss {loss}" if not np.isfinite(loss) else f"non-finite gradient norm {grad_norm} (loss {loss})"
     terms = ", ".join(f"{k}={v:.6g}" for k, v in losses.items())
-    raise NonFiniteLossError(f"non-finite loss {loss}: non-finite terms {bad}; all terms: {terms}", losses)
+    raise NonFiniteLossError(f"{what}: non-finite terms {bad}; all terms: {terms}", losses)
 
 
-def finite_cost(cost):
-    """``cost`` with NaN and infinite entries replaced by ``+-UNASSIGNABLE_COST``."""
-    if np.isfinite(cost).all():
-        return cost
-    return np.nan_to_num(np.asarray(cost, np.float64), nan=UNASSIGNABLE_COST, posinf=UNASSIGNABLE_COST,
-                         neginf=-UNASSIGNABLE_COST)
+def check_finite_outputs(outputs):
+    """Raise ``NonFiniteLossError`` if the model's ``pred_logits`` or ``pred_boxes`` hold NaN or inf."""
+    bad = [k for k in ("pred_logits", "pred_boxes") if k in outputs and not np.isfinite(_as_array(outputs[k])).all()]
+    if bad:
+        raise NonFiniteLossError(f"non-finite model outputs ({' and '.join(bad)} hold NaN or inf), "
+                                 "so no loss terms were computed")

@@ -15,7 +15,6 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
 from rtdetr_common import probes
-from rtdetr_common.validation import finite_cost
 
 from .box_ops import box_cxcywh_to_xyxy, generalized_box_iou
 
@@ -73,7 +72,7 @@ class HungarianMatcher(nn.Module):
         sizes = [len(v["boxes"]) for v in targets]
         costs = [c[i].numpy() for i, c in enumerate(C.split(sizes, -1))]
         probes.record('matcher.cost', costs)
-        indices = [linear_sum_assignment(finite_cost(c)) for c in costs]
+        indices = [linear_sum_assignment(c) for c in costs]
 
         indices = [(torch.as_tensor(i, dtype=torch.int64), torch.as_tensor(j, dtype=torch.int64)) for i, j in indices]
         forced = probes.override('matcher.indices', None)

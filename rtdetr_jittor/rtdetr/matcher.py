@@ -17,7 +17,6 @@ from rtdetr_jittor._env import jt
 from jittor import nn
 
 from rtdetr_common import probes
-from rtdetr_common.validation import finite_cost
 from rtdetr_jittor.compat import cdist_l1, sigmoid
 from rtdetr_jittor.compat import to_numpy as _np
 
@@ -82,7 +81,7 @@ class HungarianMatcher(nn.Module):
         sizes = [len(_np(v["boxes"])) for v in targets]
         costs = [c[i] for i, c in enumerate(np.split(C, np.cumsum(sizes)[:-1], axis=-1))]
         probes.record('matcher.cost', costs)
-        indices = [linear_sum_assignment(finite_cost(c)) for c in costs]
+        indices = [linear_sum_assignment(c) for c in costs]
 
         forced = probes.override('matcher.indices', None)
         if callable(forced):  # e.g. replays the other twin's decision for this call
