@@ -6,11 +6,12 @@ destroys the previous file. Reads name the problem: a missing, truncated or fore
 ``extract_model_state`` finds the model weights inside any supported layout (official
 ``['ema']['module']``, ``['model']``, a bare state_dict, or one of ours).
 """
+import mmap
 import os
 import pickle
 import tempfile
 
-from .errors import RtdetrError
+from .errors import RtdetrError, reason
 
 FORMAT = "rtdetr-parity-checkpoint"
 VERSION = 1
@@ -52,12 +53,12 @@ def load_pickle(path):
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        with open(path, "rb") as f:
-            return pickle.load(f)
-    except MemoryError:
-        raise
+        # from a read-only map, not the file: a corrupt length field then fails as truncated
+        # instead of asking for petabytes (MemoryError)
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            return pickle.loads(data)
     except Exception as e:  # a cut pickle fails in many ways: EOFError, UnpicklingError, ValueError, TypeError...
-        raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({type(e).__name__}: {e})") from e
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({reason(e)})") from e
 
 
 def read_checkpoint(path):

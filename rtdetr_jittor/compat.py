@@ -596,7 +596,7 @@ def describe_state_dict_problems(problems, limit=10):
         keys = problems[label]
         if keys:
             more = f" (+{len(keys) - limit} more)" if len(keys) > limit else ""
-            lines.append(f"{len(keys)} {label} key(s): {', '.join(keys[:limit])}{more}")
+            lines.append(f"{len(keys)} {label} key(s): {', '.join(map(repr, keys[:limit]))}{more}")
     if problems["mismatched"]:
         shown = "; ".join(f"{k}: model {w} vs checkpoint {g}" for k, w, g in problems["mismatched"][:limit])
         lines.append(f"{len(problems['mismatched'])} mis-shaped key(s): {shown}")
