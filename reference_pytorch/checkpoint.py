@@ -13,12 +13,8 @@ import zipfile
 import numpy as np
 import torch
 
-from rtdetr_common.checkpoint_io import (CheckpointError, check_optimizer_state, extract_model_state,  # noqa: F401
-                                         load_pickle, read_checkpoint, write_checkpoint)
-
-
-class StateDictError(RuntimeError):
-    """A state_dict whose keys or shapes do not match the model."""
+from rtdetr_common.checkpoint_io import (CheckpointError, StateDictError, check_optimizer_state,  # noqa: F401
+                                         extract_model_state, load_pickle, read_checkpoint, write_checkpoint)
 
 
 def model_state_numpy(model):

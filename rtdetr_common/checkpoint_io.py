@@ -6,16 +6,23 @@ destroys the previous file. Reads name the problem: a missing, truncated or fore
 ``extract_model_state`` finds the model weights inside any supported layout (official
 ``['ema']['module']``, ``['model']``, a bare state_dict, or one of ours).
 """
+import mmap
 import os
 import pickle
 import tempfile
+
+from .errors import RtdetrError, reason
 
 FORMAT = "rtdetr-parity-checkpoint"
 VERSION = 1
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(RtdetrError, RuntimeError):
     """A checkpoint that cannot be used, with the reason."""
+
+
+class StateDictError(CheckpointError):
+    """A state_dict whose keys or shapes do not match the model."""
 
 
 def save_atomic(obj, path):
@@ -46,12 +53,12 @@ def load_pickle(path):
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        with open(path, "rb") as f:
-            return pickle.load(f)
-    except MemoryError:
-        raise
+        # from a read-only map, not the file: a corrupt length field then fails as truncated
+        # instead of asking for petabytes (MemoryError)
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            return pickle.loads(data)
     except Exception as e:  # a cut pickle fails in many ways: EOFError, UnpicklingError, ValueError, TypeError...
-        raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({type(e).__name__}: {e})") from e
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({reason(e)})") from e
 
 
 def read_checkpoint(path):

@@ -7,6 +7,11 @@ import argparse
 import json
 import sys
 
+from .errors import RtdetrError
+
+ERROR_EXIT_STATUS = 2  # the run failed: one line on stderr says why
+SKIPPED_EXIT_STATUS = 3  # the run finished but left some inputs out; its summary line says which and how many
+
 
 def _common(parser):
     parser.add_argument("-c", "--config", required=True, help="official-format YAML config")
@@ -52,6 +57,7 @@ def eval_main(engine_cls, argv=None):
 
 
 def infer_main(engine_cls, argv=None):
+    """Returns the exit status: 0, or ``SKIPPED_EXIT_STATUS`` when unreadable images were skipped."""
     from .loops import run_infer
     p = argparse.ArgumentParser(description=f"Detect objects with RT-DETR ({engine_cls.framework})")
     _common(p)
@@ -61,7 +67,9 @@ def infer_main(engine_cls, argv=None):
     p.add_argument("--data", default=None, help="COCO-style root whose category names label the output")
     args = p.parse_args(argv)
     engine = _engine(engine_cls, args)
-    return run_infer(engine, args, label_names=label_names_for(engine.cfg, args.data))
+    skipped = []
+    run_infer(engine, args, label_names=label_names_for(engine.cfg, args.data), skipped=skipped)
+    return SKIPPED_EXIT_STATUS if skipped else 0
 
 
 def label_names_for(cfg, data_root):
@@ -77,8 +85,10 @@ def label_names_for(cfg, data_root):
 
 
 def run_tool(main, engine_cls):
+    """Run ``main``; exit with the status it returns (if an int), or 2 and one line for a known failure."""
     try:
-        main(engine_cls)
-    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        status = main(engine_cls)
+    except (RtdetrError, FileNotFoundError, ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(ERROR_EXIT_STATUS)
+    sys.exit(status if isinstance(status, int) else 0)

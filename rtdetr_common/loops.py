@@ -16,7 +16,9 @@ from tqdm import tqdm
 from .coco_eval import detections_from_predictions, evaluate_detections, format_per_category_table, write_detections_json
 from .data import CocoDetection, DataLoader
 from .data.coco_api import load_coco
+from .data.images import read_image
 from .draw import save_detections_png
+from .errors import ImageError, NonFiniteLossError
 
 SPLIT_NAMES = {"train": ("train", "train2017"), "val": ("val", "val2017")}
 
@@ -103,7 +105,12 @@ def train(engine, args):
                    disable=not args.progress, file=sys.stderr)
         t0 = time.time()
         for images, targets in loader:
-            out = engine.train_step(images, targets)
+            try:
+                out = engine.train_step(images, targets)
+            except NonFiniteLossError as e:
+                raise NonFiniteLossError(f"training stopped at step {step + 1} (epoch {epoch}) before its update, "
+                                         f"nothing written after it; last good checkpoint: {last_checkpoint(args)}; "
+                                         f"{e}", e.losses) from None
             step += 1
             log.write(kind="step", epoch=epoch, step=step, **out)
             bar.set_postfix(loss=f"{out['loss']:.3f}", it_s=f"{bar.n / max(time.time() - t0, 1e-9):.2f}")
@@ -132,6 +139,12 @@ def train(engine, args):
     return {"steps": step, "epochs": epoch, "best_ap50": best_ap50, "history": history}
 
 
+def last_checkpoint(args):
+    """The newest complete checkpoint of a training run, or a note that there is none."""
+    path = os.path.join(args.output_dir, "last.ckpt")
+    return path if os.path.isfile(path) else (args.resume or "none written yet")
+
+
 def run_eval(engine, args):
     """Evaluate a checkpoint on the val split; print AP table, write predictions and metrics."""
     engine.load_weights(args.checkpoint)
@@ -146,30 +159,55 @@ def run_eval(engine, args):
     return metrics
 
 
-def run_infer(engine, args, label_names=None):
-    """Detect on an image or a folder; write detections JSON and a PNG per image."""
-    from PIL import Image
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 
+
+def infer_inputs(image):
+    """``(paths to read, count of other files ignored)`` for an image file or a folder."""
+    if not os.path.isdir(image):
+        return [image], 0
+    names = sorted(os.listdir(image))
+    paths = [os.path.join(image, n) for n in names if n.lower().endswith(IMAGE_EXTENSIONS)]
+    return paths, len(names) - len(paths)
+
+
+def run_infer(engine, args, label_names=None, skipped=None):
+    """Detect on an image or a folder; write detections JSON and a PNG per image.
+
+    An unreadable image is reported once on stderr (file and reason), left out and
+    appended to the list ``skipped`` when one is given; a summary line follows. Raises
+    ``ImageError`` when no image could be read."""
     from .data.transforms import build_transforms
     engine.load_weights(args.checkpoint)
-    paths = ([os.path.join(args.image, p) for p in sorted(os.listdir(args.image))
-              if p.lower().endswith((".jpg", ".jpeg", ".png", ".bmp"))] if os.path.isdir(args.image) else [args.image])
+    paths, ignored = infer_inputs(args.image)
     if not paths:
-        raise FileNotFoundError(f"no images found at {args.image}")
+        raise FileNotFoundError(f"no images found at {args.image} ({ignored} file(s) without an image extension)")
     resize = build_transforms(_transform_ops(engine.cfg, "val_dataloader", args.input_size))
     os.makedirs(args.output_dir, exist_ok=True)
-    results = {}
+    results, unreadable = {}, []
+    names = label_names or {}
     for path in paths:
-        image = Image.open(path).convert("RGB")
+        try:
+            image = read_image(path)
+        except ImageError as e:
+            print(f"warning: skipping unreadable image {e}", file=sys.stderr)
+            unreadable.append(str(e))
+            continue
         tensor, _ = resize(image, None)
         pred = engine.predict(tensor[None], np.array([image.size], np.float32), use_ema=False)[0]
         keep = pred["scores"] >= args.score_threshold
-        names = label_names or {}
         results[os.path.basename(path)] = [
             {"label": int(l), "name": names.get(int(l), str(int(l))), "score": float(s), "box_xyxy": [float(v) for v in b]}
             for l, s, b in zip(pred["labels"][keep], pred["scores"][keep], pred["boxes"][keep])]
         save_detections_png(os.path.join(args.output_dir, os.path.splitext(os.path.basename(path))[0] + ".png"),
                             image, pred["boxes"][keep], pred["labels"][keep], pred["scores"][keep], names)
+    if skipped is not None:
+        skipped.extend(unreadable)
+    if not results:
+        raise ImageError(f"no usable image at {args.image}: all {len(paths)} unreadable (first: {unreadable[0]})")
     with open(os.path.join(args.output_dir, "detections.json"), "w") as f:
         json.dump(results, f, indent=1)
+    print(f"infer: {len(results)} of {len(paths)} image(s) done, {len(unreadable)} skipped as unreadable"
+          + (f", {ignored} file(s) without an image extension ignored" if ignored else "")
+          + f"; detections in {os.path.join(args.output_dir, 'detections.json')}", file=sys.stderr)
     return results

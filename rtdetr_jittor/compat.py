@@ -31,6 +31,8 @@ import numpy as np
 from rtdetr_jittor._env import jt
 from jittor import nn
 
+from rtdetr_common.checkpoint_io import StateDictError  # noqa: F401  (raised below; callers import it from here)
+
 
 def detach(x):
     """Out-of-place detach: a new Var with no gradient path; ``x`` is untouched."""
@@ -561,10 +563,6 @@ class MultiheadAttention(nn.Module):
         return self.out_proj(out), (attn.mean(dim=1) if need_weights else None)
 
 
-class StateDictError(RuntimeError):
-    """A checkpoint whose keys or shapes do not match the model."""
-
-
 def load_state_dict_checked(module, state_dict, strict=True):
     """Load ``state_dict`` (name -> numpy/Var/tensor) into ``module``; report problems.
 
@@ -598,7 +596,7 @@ def describe_state_dict_problems(problems, limit=10):
         keys = problems[label]
         if keys:
             more = f" (+{len(keys) - limit} more)" if len(keys) > limit else ""
-            lines.append(f"{len(keys)} {label} key(s): {', '.join(keys[:limit])}{more}")
+            lines.append(f"{len(keys)} {label} key(s): {', '.join(map(repr, keys[:limit]))}{more}")
     if problems["mismatched"]:
         shown = "; ".join(f"{k}: model {w} vs checkpoint {g}" for k, w, g in problems["mismatched"][:limit])
         lines.append(f"{len(problems['mismatched'])} mis-shaped key(s): {shown}")

@@ -13,6 +13,7 @@ import numpy as np
 from rtdetr_jittor._env import jt
 from rtdetr_common.lr_schedule import build_lr_schedule
 from rtdetr_common.noise import NumpyDenoisingNoise, NumpySizeSampler
+from rtdetr_common.validation import check_finite_loss, check_finite_outputs, validate_images, validate_targets
 
 from . import build
 from .checkpoint import (load_model_state, load_training_checkpoint, model_state_numpy,
@@ -62,18 +63,22 @@ class Engine:
                  "boxes": jt.array(np.asarray(t["boxes"], dtype=np.float32))} for t in targets]
 
     def train_step(self, images, targets):
-        """One optimizer step on a NumPy batch; returns plain numbers."""
+        """One optimizer step on a NumPy batch; returns plain numbers. Non-finite images raise
+        ``InputError``, invalid targets ``TargetError``, non-finite outputs, loss or gradients
+        ``NonFiniteLossError``, all before the weights change."""
+        validate_images(images)
+        validate_targets(targets, self.cfg["num_classes"])
         self.model.train()
         self.criterion.train()
         self.lr_schedule.step_iteration()
         outputs = self.model(jt.array(np.ascontiguousarray(images)), self.to_targets(targets))
+        check_finite_outputs(outputs)
         loss_dict = self.criterion(outputs, self.to_targets(targets))
         loss = sum(loss_dict.values())
-        loss_value = float(loss.item())
-        if not np.isfinite(loss_value):
-            raise FloatingPointError(f"non-finite loss {loss_value}: {({k: float(v.item()) for k, v in loss_dict.items()})}")
-        losses = {k: float(v.item()) for k, v in loss_dict.items()}
-        grad_norm = optimizer_update(loss, self.optimizer, self.clip_max_norm)
+        loss_value, losses = float(loss.item()), {k: float(v.item()) for k, v in loss_dict.items()}
+        check_finite_loss(loss_value, losses)
+        grad_norm = optimizer_update(loss, self.optimizer, self.clip_max_norm,
+                                     before_step=lambda norm: check_finite_loss(loss_value, losses, norm))
         if self.ema is not None:
             self.ema.update(self.model)
         jt.sync_all()

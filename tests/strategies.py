@@ -64,3 +64,21 @@ def st_case(draw, config, num_classes, mode, dtype, max_batch=3, multi_scale=Tru
     return Case(config=config, mode=mode, dtype=dtype, height=draw(st.sampled_from(SIDES)),
                 width=draw(st.sampled_from(SIDES)), batch=batch, seed=draw(st.integers(0, 2 ** 16)),
                 targets=targets, multi_scale=scales, steps=2)
+
+
+# --- boundary fuzzing (annotation files, checkpoints) --------------------------------
+# Any JSON value: scalars (finite floats), nested lists and objects.
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st_floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=16)
+
+# JSON values that are none of: an integer, a number, a string, a list of four numbers.
+wrong_typed_values = st.none() | st.lists(st.text(max_size=3), min_size=1, max_size=4) | st.dictionaries(
+    st.text(max_size=3), st.integers(), max_size=2)
+
+
+@st.composite
+def cut_points(draw, data):
+    """A length to cut ``data`` to: anything from nothing to one byte short."""
+    return draw(st.integers(0, len(data) - 1))

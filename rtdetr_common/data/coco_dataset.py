@@ -12,10 +12,11 @@ import os
 import warnings
 
 import numpy as np
-from PIL import Image
 
+from ..errors import ImageError
 from .coco_api import load_coco
 from .errors import DataWarning, SampleUnavailable
+from .images import read_image
 from .label_maps import contiguous_label_map, identity_label_map, mscoco_label_map
 from .op_base import image_size
 from .transforms import Compose, build_transforms
@@ -127,12 +128,11 @@ class CocoDetection:
         if image_id in self.unreadable_image_ids:
             raise SampleUnavailable(f"image {path} (image id {image_id}) is unreadable")
         try:
-            with Image.open(path) as opened:
-                return opened.convert("RGB")
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+            return read_image(path)
+        except ImageError as error:
             self.unreadable_image_ids.add(image_id)
             warnings.warn(
-                f"skipping unreadable image {path} (image id {image_id}): {error}",
+                f"skipping unreadable image (image id {image_id}): {error}",
                 DataWarning,
                 stacklevel=2,
             )

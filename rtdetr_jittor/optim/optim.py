@@ -118,11 +118,14 @@ def clip_grad_norm(optimizer, max_norm):
     return float(total.item())
 
 
-def optimizer_update(loss, optimizer, max_norm):
-    """zero_grad, backward, clip, step. Returns the gradient norm before clipping."""
+def optimizer_update(loss, optimizer, max_norm, before_step=None):
+    """zero_grad, backward, clip, step. Returns the gradient norm before clipping.
+    ``before_step(norm)``, if given, is called before the step and may refuse it by raising."""
     optimizer.zero_grad()
     optimizer.backward(loss)
     norm = clip_grad_norm(optimizer, max_norm)
+    if before_step is not None:
+        before_step(norm)
     optimizer.step()
     return norm
 
