@@ -31,11 +31,11 @@ from typing import Optional
 import numpy as np
 import yaml
 
-from parity.compare import compare_exact, compare_float, compare_floor, compare_norm
+from parity.compare import FLOOR_BLOCK, compare_exact, compare_float, compare_floor, compare_norm
 
 DEFAULT_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tolerances.yaml")
 
-_ALLOWED_KEYS = {"pattern", "atol", "rtol", "relative_to", "rel", "exact", "floor", "cap", "reason"}
+_ALLOWED_KEYS = {"pattern", "atol", "rtol", "relative_to", "rel", "exact", "floor", "cap", "block", "reason"}
 DTYPES = ("float32", "float64")
 
 
@@ -54,6 +54,7 @@ class Rule:
     exact: bool = False
     floor: Optional[float] = None
     cap: Optional[float] = None
+    block: object = FLOOR_BLOCK  # elements per floor block, or "tensor"
     relative_to: str = "element"
 
     @property
@@ -77,7 +78,7 @@ class Rule:
         if self.kind == "norm":
             return f"rel {self.rel:g} (norm-wise)"
         if self.kind == "floor":
-            return (f"{self.floor:g} x reference noise floor per block + atol {self.atol or 0:g} + rtol "
+            return (f"{self.floor:g} x reference noise floor per {self.block}-element block + atol {self.atol or 0:g} + rtol "
                     f"{self.rtol or 0:g} x max|ref|; not judgeable when the floor exceeds {self.cap:g} x max|ref|")
         return f"atol {self.atol:g}, rtol {self.rtol:g}" + (" x max|ref|" if self.relative_to == "max" else "")
 
@@ -88,7 +89,7 @@ class Rule:
         elif self.kind == "norm":
             entry["rel"] = self.rel
         elif self.kind == "floor":
-            entry.update(floor=self.floor, cap=self.cap, atol=self.atol or 0.0, rtol=self.rtol or 0.0)
+            entry.update(floor=self.floor, cap=self.cap, block=self.block, atol=self.atol or 0.0, rtol=self.rtol or 0.0)
         else:
             entry.update(atol=self.atol, rtol=self.rtol)
             if self.relative_to != "element":
@@ -126,14 +127,17 @@ def parse_rule(entry, where="rule"):
         raise ToleranceConfigError(f"{where}: every rule needs a non-empty 'reason'")
 
     if "floor" in entry:
-        if set(entry) - {"pattern", "floor", "cap", "atol", "rtol", "reason"}:
-            raise ToleranceConfigError(f"{where}: a floor rule takes only 'floor', 'cap', 'atol' and 'rtol'")
+        if set(entry) - {"pattern", "floor", "cap", "block", "atol", "rtol", "reason"}:
+            raise ToleranceConfigError(f"{where}: a floor rule takes only 'floor', 'cap', 'block', 'atol' and 'rtol'")
+        block = entry.get("block", FLOOR_BLOCK)
+        if block != "tensor" and (isinstance(block, bool) or not isinstance(block, int) or block < 1):
+            raise ToleranceConfigError(f"{where}: block must be a positive integer or 'tensor', got {block!r}")
         if "cap" not in entry:
             raise ToleranceConfigError(f"{where}: a floor rule needs a 'cap' (the floor may not excuse everything)")
         atol = _tolerance_value(entry, "atol", where) if "atol" in entry else 0.0
         rtol = _tolerance_value(entry, "rtol", where) if "rtol" in entry else 0.0
         return Rule(pattern=pattern, reason=reason.strip(), floor=_tolerance_value(entry, "floor", where),
-                    cap=_tolerance_value(entry, "cap", where), atol=atol, rtol=rtol)
+                    cap=_tolerance_value(entry, "cap", where), block=block, atol=atol, rtol=rtol)
     if "cap" in entry:
         raise ToleranceConfigError(f"{where}: 'cap' belongs to a floor rule")
     relative_to = entry.get("relative_to", "element")
@@ -203,7 +207,9 @@ class Registry:
         elif rule.kind == "norm":
             result = compare_norm(name, ref, test, rule.rel)
         elif rule.kind == "floor":
-            result = compare_floor(name, ref, test, floor, rule.floor, rule.atol or 0.0, rule.rtol or 0.0, rule.cap)
+            block = max(ref.size, 1) if rule.block == "tensor" else rule.block
+            result = compare_floor(name, ref, test, floor, rule.floor, rule.atol or 0.0, rule.rtol or 0.0, rule.cap,
+                                   block)
         else:
             result = compare_float(name, ref, test, rule.atol, rule.rtol, rule.relative_to)
         result.rule = rule.pattern

@@ -1,46 +1,45 @@
-"""Whole-model parity of r18vd on small inputs: eval forward and training forward
-(losses and gradients), with realistic random weights, judged by the tolerance
-registry with the reference's noise floor measured."""
+"""Whole-model parity of r18vd on fixed small inputs, both verdicts: float64 (logic)
+and float32 (numerics, against the reference's capped per-block noise floor). Every
+tensor is asserted, gradients included: a float32 tensor may only be "not judgeable"
+when its float64 verdict on the same case passes. Each comparison writes its report
+under reports/parity/<test id>__<dtype>/."""
 import pytest
 
-from parity.run import build_pair, compare, make_batch
+from parity.cases import Case, run_case
 
 CONFIG = "configs/rtdetr/rtdetr_r18vd_6x_coco.yml"
+TARGETS = {"gt3-5": [{"labels": [0, 17, 79], "boxes": [[0.3, 0.4, 0.2, 0.3], [0.7, 0.6, 0.4, 0.5], [0.5, 0.5, 1.0, 1.0]]},
+                     {"labels": [5, 5, 60, 2, 41], "boxes": [[0.1, 0.1, 0.2, 0.2]] * 2 + [[0.8, 0.5, 0.4, 0.9],
+                                                          [0.5, 0.05, 0.3, 0.1], [0.5, 0.5, 0.01, 0.01]]}],
+           "no-gt": [{"labels": [], "boxes": []}, {"labels": [], "boxes": []}]}
+CASES = {
+    "eval-128x160": dict(mode="eval", height=128, width=160),
+    "train-160x128-gt3-5": dict(mode="train", height=160, width=128, targets=TARGETS["gt3-5"]),
+    "train-128x128-no-gt": dict(mode="train", height=128, width=128, targets=TARGETS["no-gt"]),
+}
 
 
-@pytest.fixture(scope="module")
-def pair():
-    return build_pair(CONFIG, weight_seed=0)
-
-
-def failures(results):
-    return [f"{r.name}: {r.note}" for r in results if not r.passed]
+def verdicts(case_args, parity_report):
+    """Run the case in float64 then float32; returns {dtype: results}."""
+    out = {}
+    for dtype in ("float64", "float32"):
+        case = Case(CONFIG, dtype=dtype, batch=2, seed=3, force_matcher=case_args["mode"] == "train", **case_args)
+        out[dtype], _ = run_case(case)
+        parity_report(out[dtype], label=dtype, command=case.command())
+    return out
 
 
 @pytest.mark.parity
-@pytest.mark.parametrize("batch,size", [(1, 128), (2, 160)])
-def test_eval_forward_matches(pair, batch, size):
-    images, _ = make_batch(seed=size, batch=batch, size=size, num_classes=80)
-    results, _, _ = compare(pair, "eval", images, measure_floor=True)
-    assert len(results) > 400
-    assert not failures(results), failures(results)[:10]
-
-
-@pytest.mark.parity
-@pytest.mark.parametrize("gt_counts", [[3, 5], [0, 2], [0, 0]], ids=["gt3-5", "gt0-2", "no-gt"])
-def test_training_forward_losses_and_gradient_presence_match(pair, gt_counts):
-    """Every activation, probe and loss term within tolerance, and every trainable
-    parameter gets a gradient on both sides or on neither. Gradient values are judged
-    in the report but not asserted here: in float32 a ReLU input or a sampling point
-    within rounding of a kink can fall on the other side in one framework, which moves
-    a whole-network gradient by up to ~1e-2 of its scale (README, "Known gaps");
-    gradient values are asserted per block in test_twin_* and in float64."""
-    images, targets = make_batch(seed=sum(gt_counts), batch=2, size=160, num_classes=80, gt_counts=gt_counts)
-    results, _, _ = compare(pair, "train", images, targets, noise_seed=1, measure_floor=True)
-    names = {r.name for r in results}
-    assert "loss:total" in names and sum(n.startswith("grad:") for n in names) > 300
-    not_gradients = [f for f in failures(results) if not f.startswith("grad:")]
-    assert not not_gradients, not_gradients[:10]
-    presence = [f for r, f in zip(results, [f"{r.name}: {r.note}" for r in results])
-                if r.kind == "gradient-presence" and not r.passed]
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_both_verdicts_pass(name, parity_report):
+    results = verdicts(CASES[name], parity_report)
+    for dtype, judged in results.items():
+        failed = [f"{r.name}: {r.note}" for r in judged if r.verdict == "fail"]
+        assert not failed, (dtype, failed[:10])
+    assert all(r.verdict == "pass" for r in results["float64"]), "float64 judges every tensor"
+    unjudged = {r.name for r in results["float32"] if r.verdict == "not judgeable"}
+    print(f"{name}: {len(results['float32'])} tensors, {len(unjudged)} not judgeable in float32")
+    if CASES[name]["mode"] == "eval":
+        assert not unjudged, sorted(unjudged)[:10]  # the eval forward is never chaotic
+    presence = [r.name for r in results["float32"] if r.kind == "gradient-presence" and not r.passed]
     assert not presence, presence[:10]
