@@ -140,6 +140,24 @@ def _split_nonfinite(ref64, test64):
     return finite, int(np.count_nonzero(disagreeing))
 
 
+def nonfinite_note(ref, test):
+    """Where NaN/Inf values disagree, in words: which side holds them (a tensor that is
+    non-finite on one side only is reported as such, not as a large difference)."""
+    ref64, test64 = np.asarray(ref, np.float64), np.asarray(test, np.float64)
+    ref_ok, test_ok = np.isfinite(ref64), np.isfinite(test64)
+    parts = []
+    only_test = int(np.count_nonzero(ref_ok & ~test_ok))
+    only_ref = int(np.count_nonzero(~ref_ok & test_ok))
+    both = int(np.count_nonzero(~ref_ok & ~test_ok & ~(np.isnan(ref64) & np.isnan(test64)) & (ref64 != test64)))
+    if only_test:
+        parts.append(f"{only_test} non-finite value(s) in the Jittor twin only")
+    if only_ref:
+        parts.append(f"{only_ref} non-finite value(s) in the reference only")
+    if both:
+        parts.append(f"{both} different non-finite value(s) on both sides")
+    return "; ".join(parts)
+
+
 def cosine_similarity(ref, test):
     """Cosine of the angle between the flattened arrays.
 
@@ -220,7 +238,7 @@ def compare_float(name, ref, test, atol, rtol, relative_to="element"):
     passed = n_outside == 0
     note = ""
     if nonfinite_mismatches:
-        note = f"{nonfinite_mismatches} NaN/Inf value(s) not matched on the other side"
+        note = nonfinite_note(ref64, test64)
     elif not passed:
         note = (f"{n_outside} of {ref.size} element(s) outside atol {atol:g} + rtol {rtol:g}*"
                 f"{'max|ref|' if relative_to == 'max' else '|ref|'}")
@@ -268,7 +286,7 @@ def compare_norm(name, ref, test, rel_tol):
     passed = rel_norm <= rel_tol
     note = ""
     if nonfinite_mismatches:
-        note = f"{nonfinite_mismatches} NaN/Inf value(s) not matched on the other side"
+        note = nonfinite_note(ref64, test64)
     elif not passed:
         note = f"relative norm error {rel_norm:.3g} > {rel_tol:g}"
     metrics = {
@@ -513,16 +531,17 @@ def compare_floor(name, ref, test, floor, factor, atol=0.0, rtol=0.0, cap=None, 
         allowed_abs = float(atol)
     if nonfinite_mismatches:
         tol_ratio = max_abs = over_floor = math.inf
-    judgeable = cap is None or max_floor <= cap * scale
+    judgeable = nonfinite_mismatches > 0 or cap is None or max_floor <= cap * scale
     passed = n_outside == 0 and judgeable
     if nonfinite_mismatches:
-        note = f"{nonfinite_mismatches} NaN/Inf value(s) not matched on the other side"
-    elif n_outside:
+        note = nonfinite_note(ref64, test64)
+    elif n_outside and judgeable:
         note = (f"{n_outside} of {ref.size} element(s) beyond {factor:g} x their block floor + {atol:g} "
                 f"+ {rtol:g} x max|ref| (worst {max_abs:.3g} against {allowed_abs:.3g})")
     elif not judgeable:
         note = (f"not judgeable in float32: the reference's own floor reaches {floor_rel:.3g} of the "
-                f"tensor's scale (cap {cap:g}); the float64 verdict decides")
+                f"tensor's scale (cap {cap:g}); the float64 verdict decides"
+                + (f" ({n_outside} element(s) beyond the floor allowance, worst {tol_ratio:.3g}x)" if n_outside else ""))
     else:
         note = ""
     ref_finite = np.abs(ref64[finite])

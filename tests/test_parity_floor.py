@@ -77,10 +77,10 @@ def test_cap_boundary_decides_judgeability():
     assert over_cap.metrics["floor_rel"] == pytest.approx(1e-3, rel=1e-5)
 
 
-def test_error_beyond_even_an_uncapped_floor_fails_rather_than_being_unjudgeable():
-    floor = np.full(8, 0.5)  # floor_rel 0.125, far over any cap
+def test_over_the_cap_even_a_large_error_is_left_to_the_float64_verdict():
+    floor = np.full(8, 0.5)  # floor_rel 0.125, far over the cap
     result = judge(with_error(1, 6.0), floor, cap=1e-4)
-    assert result.verdict == "fail"
+    assert result.verdict == "not judgeable" and result.metrics["n_outside"] == 1
 
 
 def test_nonfinite_on_one_side_fails_and_says_so():
@@ -88,7 +88,9 @@ def test_nonfinite_on_one_side_fails_and_says_so():
     test[3] = np.nan
     result = judge(test, np.ones(8))
     assert result.verdict == "fail" and math.isinf(result.metrics["tol_ratio"])
-    assert "NaN/Inf" in result.note
+    assert "non-finite value(s) in the Jittor twin only" in result.note
+    over_cap = judge(test, np.full(8, 0.5), cap=1e-4)  # one-sided NaN is never "not judgeable"
+    assert over_cap.verdict == "fail"
 
 
 def test_missing_or_misshapen_floor_fails():

@@ -1,5 +1,7 @@
 """Unit tests for parity.tolerances: rule parsing and validation, first-match lookup,
 dispatch of judge() by rule kind and dtype, and the shipped tolerances.yaml."""
+import re
+
 import numpy as np
 import pytest
 
@@ -97,25 +99,28 @@ def test_judge_dispatches_by_rule_kind():
 
 
 def test_shipped_yaml_loads_with_the_documented_default_last():
-    rules = load_registry()
-    default = rules.rules[-1]
-    assert default.pattern == "*"
-    assert (default.atol, default.rtol) == (1e-5, 1e-5)
-    assert "measured" in default.reason
-    assert all(rule.reason and "placeholder" not in rule.reason for rule in rules.rules)
+    for dtype in ("float32", "float64"):
+        rules = load_registry(dtype=dtype)
+        assert rules.rules[-1].pattern == "*"
+        # every threshold carries a figure: a measurement or the issue's target
+        assert all(rule.kind == "exact" or re.search(r"\d", rule.reason) for rule in rules.rules), dtype
 
 
-@pytest.mark.parametrize("name, kind", [
-    ("grad:backbone.conv1.conv1_1.conv.weight", "norm"),
-    ("probe:decoder.topk_ind", "exact"),
-    ("probe:matcher.indices", "exact"),
-    ("decoder.dec_bbox_head.2", "float"),
-    ("loss:loss_vfl", "float"),
-    ("step3:param:backbone.conv1.conv1_1.conv.weight", "norm"),
-    ("step3:exp_avg:backbone.conv1.conv1_1.conv.weight", "norm"),
+@pytest.mark.parametrize("dtype, name, kind", [
+    ("float32", "grad:backbone.conv1.conv1_1.conv.weight", "floor"),
+    ("float32", "probe:decoder.topk_ind", "exact"),
+    ("float32", "probe:matcher.indices", "exact"),
+    ("float32", "decoder.dec_bbox_head.2", "floor"),
+    ("float32", "loss:loss_vfl", "floor"),
+    ("float32", "step3:param:backbone.conv1.conv1_1.conv.weight", "floor"),
+    ("float32", "step3:buffer:backbone.conv1.conv1_1.norm.running_mean", "floor"),
+    ("float64", "grad:backbone.conv1.conv1_1.conv.weight", "float"),
+    ("float64", "probe:decoder.topk_ind", "exact"),
+    ("float64", "step3:exp_avg:backbone.conv1.conv1_1.conv.weight", "float"),
+    ("float64", "decoder.dec_bbox_head.2", "float"),
 ])
-def test_shipped_yaml_covers_every_name_family(name, kind):
-    assert load_registry().lookup(name).kind == kind
+def test_shipped_yaml_covers_every_name_family(dtype, name, kind):
+    assert load_registry(dtype=dtype).lookup(name, with_floor=True).kind == kind
 
 
 def test_rule_round_trips_through_to_dict():
