@@ -57,6 +57,7 @@ def reference_cuda_vs_cpu(size, summary):
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     built = reference_pytorch.build(CONFIG)
+    built.model.multi_scale = None  # the same input size on both devices
     state = realistic_random_state(torch_shapes(built.model), 0)
     images, targets = make_batch(0, 2, size, 80, [3, 5])
     for dtype in ("float32", "float64"):
@@ -74,7 +75,10 @@ def reference_cuda_vs_cpu(size, summary):
                                          [{k: v.astype("float64") if v.dtype.kind == "f" else v for k, v in t.items()}
                                           for t in targets], built.criterion)
     losses = [rel(results["cpu"][k], results["cuda"][k]) for k in results["cpu"] if k.startswith("loss:")]
-    grads = [rel(results["cpu"][k], results["cuda"][k]) for k in results["cpu"] if k.startswith("grad:")]
+    # gradients zero in exact arithmetic (a bias before a train-mode norm) hold only
+    # rounding noise, ~1e-16: their relative difference says nothing
+    grads = [rel(results["cpu"][k], results["cuda"][k]) for k in results["cpu"]
+             if k.startswith("grad:") and np.abs(results["cpu"][k]).max() > 1e-10]
     summary["reference train float64 losses cuda-vs-cpu worst rel"] = max(losses)
     summary["reference train float64 gradients cuda-vs-cpu worst rel (of scale)"] = max(grads)
     summary["reference train float64 compared"] = f"{len(losses)} losses, {len(grads)} gradients"
@@ -83,6 +87,8 @@ def reference_cuda_vs_cpu(size, summary):
 def jittor_cuda_vs_reference(size, summary):
     import torch
     os.environ["nvcc_path"] = os.environ.get("nvcc_path") or "/usr/local/cuda/bin/nvcc"
+    for library in ("use_nccl", "use_cutt"):  # Jittor would download their sources
+        os.environ.setdefault(library, "0")
     from parity.run import build_pair, jittor_array, make_batch
     from rtdetr_jittor._env import jt
     jt.flags.use_cuda = 1
