@@ -3,7 +3,8 @@
 1. train: quick form, the loss on one fixed batch falls by a stated fraction; full
    form, from scratch on the synthetic set until val AP50 exceeds the target;
 2. eval the result in this framework and in the other (same AP, same detections);
-3. infer on the fixture photographs (detections JSON checked for content);
+3. infer on the fixture photographs and two synthetic images (detections JSON checked
+   for content);
 4. resume: N steps straight == N/2 + resume + N/2 (same framework, bit-identical);
 5. cross-framework resume: a checkpoint of one framework continues in the other,
    within a stated multiple of the float32 floor of the same-framework continuation;
@@ -21,6 +22,7 @@ is described in README.md ("Gate summary schema").
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 import traceback
@@ -182,16 +184,32 @@ def prediction_differences(path_a, path_b):
             "max_box_diff_px": float(max(boxes, default=0.0)), "max_score_diff": float(max(scores, default=0.0))}
 
 
-def gate_infer(framework, settings, checkpoint, out):
-    """Infer on the photographs; the detections JSON is checked for content."""
+def infer_inputs(data, out, shapes=2):
+    """A folder with the photographs and the first ``shapes`` synthetic val images (on
+    which a trained model must find something)."""
+    from rtdetr_common.loops import resolve_split
+    folder = os.path.join(out, "images")
+    os.makedirs(folder, exist_ok=True)
+    val_images = resolve_split(data, "val")[0]
+    sources = [os.path.join(PHOTOS, p) for p in os.listdir(PHOTOS)]
+    sources += [os.path.join(val_images, p) for p in sorted(os.listdir(val_images))[:shapes]]
+    for path in sources:
+        shutil.copy(path, folder)
+    return folder
+
+
+def gate_infer(framework, settings, data, checkpoint, out):
+    """Infer on the photographs and two synthetic images; the detections JSON is
+    checked for content."""
     from rtdetr_common.cli import label_names_for
     from rtdetr_common.loops import run_infer
     engine = make_engine(framework, settings)
     names = label_names_for(engine.cfg, FIXTURE_DATA)
-    args = Namespace(checkpoint=checkpoint, image=PHOTOS, input_size=settings["input_size"], output_dir=out,
+    images = infer_inputs(data, out)
+    args = Namespace(checkpoint=checkpoint, image=images, input_size=settings["input_size"], output_dir=out,
                      score_threshold=settings["score_threshold"])
     results = run_infer(engine, args, label_names=names)
-    problems = infer_problems(out, PHOTOS, settings["score_threshold"], names)
+    problems = infer_problems(out, images, settings["score_threshold"], names)
     detections = sum(len(v) for v in results.values())
     figures = {"images": len(results), "detections": detections, "score_threshold": settings["score_threshold"],
                "problems": problems[:10]}
@@ -319,7 +337,7 @@ def run_framework(fw, settings, data, base):
     g = {"train": run_gate(f"{fw}/train", train_gate, fw, settings, data, os.path.join(base, "train"))}
     weights = g["train"].get("weights", os.path.join(base, "train", "best_ema.pkl"))
     g["eval"] = run_gate(f"{fw}/eval", gate_eval, fw, settings, data, weights, os.path.join(base, "eval"))
-    g["infer"] = run_gate(f"{fw}/infer", gate_infer, fw, settings, weights, os.path.join(base, "infer"))
+    g["infer"] = run_gate(f"{fw}/infer", gate_infer, fw, settings, data, weights, os.path.join(base, "infer"))
     g["resume"] = run_gate(f"{fw}/resume", gate_resume, fw, settings, data, os.path.join(base, "resume"))
     g["cross_resume"] = run_gate(f"{fw}/cross_resume", gate_cross_resume, fw, settings, data,
                                  os.path.join(base, "cross_resume"))
@@ -330,7 +348,7 @@ def run_all(settings, out, frameworks=FRAMEWORKS):
     os.makedirs(out, exist_ok=True)
     t0 = time.time()
     data = prepare_data(settings, out)
-    summary = {"mode": "full" if settings is FULL else "quick", "config": os.path.relpath(CONFIG, ROOT),
+    summary = {"mode": "quick" if settings["fixed_batch_size"] else "full", "config": os.path.relpath(CONFIG, ROOT),
                "settings": settings, "data": data, "gates": {}}
     for fw in frameworks:
         summary["gates"][fw] = run_framework(fw, settings, data, os.path.join(out, fw))

@@ -9,7 +9,7 @@ import pytest
 
 from gates.checks import report
 from gates.infer_content import infer_problems
-from gates.run_gates import (FIXTURE_DATA, FRAMEWORKS, GATES, PHOTOS, QUICK, continue_run, engine_class,
+from gates.run_gates import (FIXTURE_DATA, FRAMEWORKS, GATES, QUICK, continue_run, engine_class,
                              gate_train_fixed_batch, judge_cross_resume, run_all)
 from rtdetr_common.checkpoint_io import read_checkpoint
 
@@ -79,5 +79,5 @@ def test_infer_content_check_finds_corrupted_detections(quick, tmp_path, corrupt
     corrupt(results["chelsea.jpg"][-1])
     with open(path, "w") as f:
         json.dump(results, f)
-    problems = infer_problems(out, PHOTOS, QUICK["score_threshold"], names)
+    problems = infer_problems(out, os.path.join(out, "images"), QUICK["score_threshold"], names)
     assert len(problems) == 1 and problem in problems[0], problems
