@@ -33,10 +33,11 @@ def _describe(c):
 
 
 def failures(result):
-    """Why ``result`` failed, one line per failed threshold (or its error)."""
+    """Why ``result`` failed, one line per failed threshold (or its error), then the
+    content problems it lists, if any."""
     if "error" in result:
         return [f"raised {result['error']}"]
-    return [_describe(c) for c in result.get("checks", []) if not c["passed"]]
+    return [_describe(c) for c in result.get("checks", []) if not c["passed"]] + list(result.get("problems", []))
 
 
 def report(result):

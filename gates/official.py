@@ -27,12 +27,12 @@ def official_overrides(size, warmup_steps):
             "lr_warmup_scheduler": {"warmup_duration": warmup_steps}}
 
 
-def draw_batches(cfg, data, size, batch_size, steps):
+def draw_batches(cfg, data, size, batch_size, steps, shuffle=True):
     """The first ``steps`` training batches of the seeded loader, as NumPy."""
     from rtdetr_common.data import DataLoader
     from rtdetr_common.loops import make_dataset
     dataset = make_dataset(cfg, data, "train", size, cfg["num_classes"])
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True, seed=0)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=True, seed=0)
     batches = []
     while len(batches) < steps:
         batches.extend(loader)

@@ -34,7 +34,7 @@ from parity.run import perturb_one_ulp
 
 from .checks import check, failures, verdict
 from .infer_content import infer_problems
-from .official import gate_official
+from .official import draw_batches, gate_official
 from .progress import track
 from .thresholds import (CROSS_RESUME_FLOOR_RATIO, EVAL_AP_DIFF_POINTS, EVAL_BOX_PX, EVAL_SCORE,
                          INFER_MIN_DETECTIONS, RESUME_MAX_DIFF, TRAIN_LOSS_DROP)
@@ -116,21 +116,14 @@ def gate_train(framework, settings, data, out):
     return verdict(figures, [check("best_ap50", result["best_ap50"], ">", settings["target_ap50"])])
 
 
-def fixed_batch(engine, settings, data):
-    """The first batch of the unshuffled training set, as NumPy."""
-    from rtdetr_common.data import DataLoader
-    from rtdetr_common.loops import make_dataset
-    dataset = make_dataset(engine.cfg, data, "train", settings["input_size"], engine.cfg["num_classes"])
-    return next(iter(DataLoader(dataset, batch_size=settings["fixed_batch_size"], shuffle=False)))
-
-
 def gate_train_fixed_batch(framework, settings, data, out, overrides=None):
     """Quick form: train on one fixed batch with the same denoising noise every step, so
     only learning moves the loss; it must fall by the stated fraction."""
     engine = make_engine(framework, settings, overrides)
     engine.seed_everything(0)
     engine.setup_training()
-    images, targets = fixed_batch(engine, settings, data)
+    [(images, targets)] = draw_batches(engine.cfg, data, settings["input_size"], settings["fixed_batch_size"], 1,
+                                       shuffle=False)
     noise = engine.training_rng.bit_generator.state
     losses = []
     for _ in range(settings["train_steps"]):

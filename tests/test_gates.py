@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from gates.checks import report
+from gates.checks import check, report, verdict
 from gates.infer_content import infer_problems
 from gates.run_gates import (FIXTURE_DATA, FRAMEWORKS, GATES, QUICK, continue_run, engine_class,
                              gate_train_fixed_batch, judge_cross_resume, run_all)
@@ -28,6 +28,12 @@ def quick(tmp_path_factory):
 def test_gate(quick, framework, gate):
     result = quick[1]["gates"][framework][gate]
     assert result["passed"], report(result)
+
+
+def test_failure_report_names_the_threshold_and_the_margin():
+    result = verdict({}, [check("loss_drop", 0.02, ">=", 0.10), check("detections", 3, ">=", 1)])
+    assert not result["passed"]
+    assert report(result) == "loss_drop = 0.02 (needs >= 0.1; off by 0.08)"
 
 
 def failed_checks(result):
