@@ -70,7 +70,7 @@ def train_curve(engine, batches, label):
     changed (single steps differ several-fold by batch). Returns the losses, seconds per
     step and, for Jittor, ``(loaded, compiled)`` kernels per step."""
     counter = JittorKernelCounter() if engine.framework == "jittor" else None
-    track(engine, label, len(batches), len(batches) + 1, every=5)
+    track(engine, label, len(batches) + 1, len(batches) + 1, every=5)
     first_noise = engine.training_rng.bit_generator.state
     losses, seconds, kernels = [], [], []
     for i, (images, targets) in enumerate(batches + batches[:1]):
@@ -99,12 +99,11 @@ def curve_result(losses, seconds, other_losses, thresholds):
                             check("max_rel_gap_to_other", gap, "<=", thresholds["band"])])
 
 
-def gate_official(settings, data, out):
+def gate_official(settings, data):
     """Train both frameworks; ``{framework: result}``."""
     from reference_pytorch.engine import Engine as TorchEngine
     from rtdetr_jittor.engine import Engine as JittorEngine
     from .thresholds import OFFICIAL
-    os.makedirs(out, exist_ok=True)
     overrides = official_overrides(settings["input_size"], settings["warmup_steps"])
     engines = {"pytorch": TorchEngine(OFFICIAL_CONFIG, overrides, seed=0)}
     engines["jittor"] = JittorEngine(OFFICIAL_CONFIG, overrides, seed=0)

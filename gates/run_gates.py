@@ -312,11 +312,11 @@ def run_gate(name, fn, *args):
     return result
 
 
-def run_official(settings, data, out):
+def run_official(settings, data):
     """Gate 6 for both frameworks at once: ``{framework: result}``."""
     print("[gate] official: running", file=sys.stderr, flush=True)
     t0 = time.time()
-    results = _attempt(gate_official, settings, data, out)
+    results = _attempt(gate_official, settings, data)
     if "error" in results:
         results = {fw: dict(results) for fw in FRAMEWORKS}
     for fw in FRAMEWORKS:
@@ -346,7 +346,7 @@ def run_all(settings, out, frameworks=FRAMEWORKS):
     for fw in frameworks:
         summary["gates"][fw] = run_framework(fw, settings, data, os.path.join(out, fw))
     if settings["official"] and tuple(frameworks) == FRAMEWORKS:
-        for fw, result in run_official(settings["official"], data, os.path.join(out, "official")).items():
+        for fw, result in run_official(settings["official"], data).items():
             summary["gates"][fw]["official"] = result
     summary["passed"] = all(r["passed"] for g in summary["gates"].values() for r in g.values())
     summary["minutes"] = round((time.time() - t0) / 60, 2)
