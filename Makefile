@@ -23,13 +23,14 @@ $(VENV)/.ready: requirements.txt scripts/setup_onednn.sh rtdetr_jittor/_env.py
 	@touch $@
 
 test: setup
-	@$(TIME) "fast suite (incl. pytest -m parity and shortened gates)" $(VPY) -m pytest -m "not slow" -q
+	@$(TIME) "fast suite (incl. pytest -m parity and quick gates)" $(VPY) -m pytest -m "not slow" -q
 
 parity: setup
 	@$(TIME) "parity suite" $(VPY) -m pytest -m parity -q
 
 gates: setup
-	@$(TIME) "gates" $(VPY) -m gates.run_gates --full
+	@$(TIME) "gates (pytest -m 'gate and slow')" bash -c '$(VPY) -m pytest -m "gate and slow" -q; rc=$$?; \
+		cat reports/gates/summary.md 2>/dev/null; exit $$rc'
 
 bench: setup
 	@$(TIME) "benchmarks" $(VPY) -m bench.run
