@@ -31,6 +31,7 @@ from argparse import Namespace
 import numpy as np
 
 from parity.run import perturb_one_ulp
+from rtdetr_common.files import write_text_atomic
 
 from .checks import check, failures, verdict
 from .infer_content import infer_problems
@@ -350,10 +351,8 @@ def run_all(settings, out, frameworks=FRAMEWORKS):
             summary["gates"][fw]["official"] = result
     summary["passed"] = all(r["passed"] for g in summary["gates"].values() for r in g.values())
     summary["minutes"] = round((time.time() - t0) / 60, 2)
-    with open(os.path.join(out, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=1, default=str)
-    with open(os.path.join(out, "summary.md"), "w") as f:
-        f.write(render_markdown(summary))
+    write_text_atomic(os.path.join(out, "summary.json"), json.dumps(summary, indent=1, default=str))
+    write_text_atomic(os.path.join(out, "summary.md"), render_markdown(summary))
     return summary
 
 

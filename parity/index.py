@@ -6,7 +6,9 @@ import os
 import re
 from pathlib import Path
 
-from .report import build_report, write_report, write_text_atomic
+from rtdetr_common.files import write_text_atomic
+
+from .report import build_report, write_report
 
 PARITY_REPORTS = os.path.join("reports", "parity")
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from parity.compare import json_safe
+from rtdetr_common.files import write_text_atomic
 
 SCHEMA_VERSION = 1
 WORST_COUNT = 15
@@ -176,18 +177,6 @@ def write_report(report, reports_dir="reports", with_plot=True):
         os.replace(partial, run_dir / PLOT_PNG)
     write_text_atomic(run_dir / REPORT_MD, render_markdown(report, plot_file=PLOT_PNG if with_plot else None))
     return run_dir
-
-
-def write_text_atomic(path, text):
-    """Write ``text`` to ``path`` through a temporary file and a rename, so a reader (or
-    a run killed mid-write) never sees a partial file."""
-    path = Path(path)
-    partial = path.with_name(f".{path.name}.partial")
-    with open(partial, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(partial, path)
 
 
 def load_report(path):

@@ -18,6 +18,7 @@ from .data import CocoDetection, DataLoader
 from .data.coco_api import load_coco
 from .data.images import read_image
 from .draw import save_detections_png
+from .files import write_text_atomic
 from .errors import ImageError, NonFiniteLossError
 
 SPLIT_NAMES = {"train": ("train", "train2017"), "val": ("val", "val2017")}
@@ -196,17 +197,18 @@ def run_infer(engine, args, label_names=None, skipped=None):
         tensor, _ = resize(image, None)
         pred = engine.predict(tensor[None], np.array([image.size], np.float32), use_ema=False)[0]
         keep = pred["scores"] >= args.score_threshold
+        width, height = image.size
+        boxes = np.clip(pred["boxes"][keep], 0, [width, height, width, height])  # the model's may overhang
         results[os.path.basename(path)] = [
             {"label": int(l), "name": names.get(int(l), str(int(l))), "score": float(s), "box_xyxy": [float(v) for v in b]}
-            for l, s, b in zip(pred["labels"][keep], pred["scores"][keep], pred["boxes"][keep])]
+            for l, s, b in zip(pred["labels"][keep], pred["scores"][keep], boxes)]
         save_detections_png(os.path.join(args.output_dir, os.path.splitext(os.path.basename(path))[0] + ".png"),
-                            image, pred["boxes"][keep], pred["labels"][keep], pred["scores"][keep], names)
+                            image, boxes, pred["labels"][keep], pred["scores"][keep], names)
     if skipped is not None:
         skipped.extend(unreadable)
     if not results:
         raise ImageError(f"no usable image at {args.image}: all {len(paths)} unreadable (first: {unreadable[0]})")
-    with open(os.path.join(args.output_dir, "detections.json"), "w") as f:
-        json.dump(results, f, indent=1)
+    write_text_atomic(os.path.join(args.output_dir, "detections.json"), json.dumps(results, indent=1))
     print(f"infer: {len(results)} of {len(paths)} image(s) done, {len(unreadable)} skipped as unreadable"
           + (f", {ignored} file(s) without an image extension ignored" if ignored else "")
           + f"; detections in {os.path.join(args.output_dir, 'detections.json')}", file=sys.stderr)
