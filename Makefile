@@ -1,9 +1,15 @@
 # One-command set-up, tests, gates, parity, benchmarks and reports.
-# Every target that needs the environment depends on .venv/.ready, so a fresh clone
+# Every target that needs the environment depends on $(VENV)/.ready, so a fresh clone
 # needs nothing but `make test` (or `make gates`).
+#
+# The virtual environment lives at a stable path keyed by the pins and the Python
+# version, outside the clone: Jittor keys its compiled-kernel cache partly by the path
+# of its installation, so a venv inside each clone would recompile every kernel
+# (minutes) in every new clone. `.venv` in the clone links to it.
 SHELL := /bin/bash
 PY ?= python3
-VENV := .venv
+PINS := $(shell cat requirements.txt <($(PY) --version 2>&1) | sha1sum | cut -c1-12)
+VENV ?= $(HOME)/.cache/rtdetr/venv-$(PINS)
 VPY := $(VENV)/bin/python
 export HYPOTHESIS_PROFILE ?= ci
 export PYTHONDONTWRITEBYTECODE := 1
@@ -20,6 +26,7 @@ $(VENV)/.ready: requirements.txt scripts/setup_onednn.sh rtdetr_jittor/_env.py
 	@$(TIME) "venv + pinned packages" bash -c '[ -x $(VPY) ] || $(PY) -m venv $(VENV); $(VPY) -m pip install -q -r requirements.txt'
 	@$(TIME) "oneDNN for Jittor" bash scripts/setup_onednn.sh
 	@$(TIME) "Jittor compile-cache warm-up" $(VPY) -m rtdetr_jittor._env
+	@ln -sfn $(VENV) .venv
 	@touch $@
 
 test: setup

@@ -141,8 +141,9 @@ TOPK_SCORES = {
 
 # Tensors the official model builds in float32 whatever the model's dtype (position
 # embedding, anchors, noised denoising boxes: float32 sin/cos/log, where Jittor and torch
-# differ by an ulp or two, as every float32 run judges). A float64 comparison takes them
-# from the reference, so that those ulps do not show as 1e-7 errors in a float64 model.
+# differ by an ulp or two). A float64 comparison records the twin's own value (judged
+# at float32 level) and then takes the reference's, so that those ulps do not show as
+# 1e-7 errors in a float64 model.
 FLOAT32_CONSTANTS = ("encoder.pos_embed", "decoder.anchors", "decoder.dn.input_query_bbox")
 
 MATCHER_RECORD = re.compile(r"^probe:matcher\.indices(#\d+)?\.(\d+)\.([01])$")

@@ -5,12 +5,15 @@ CUDA runtime (so ``nvcc_path`` must be empty), and Jittor downloads oneDNN unles
 finds it laid out under ``~/.cache/jittor/mkl`` (``scripts/setup_onednn.sh`` does
 that from Debian's ``libdnnl-dev``). Jittor also reseeds NumPy and ``random`` from the
 clock on import; this module restores their states so importing the project seeds
-nothing behind the user's back. Every Jittor import in the project goes through here::
+nothing behind the user's back, and it restores the default SIGCHLD handling that
+Jittor replaces (see ``_restore_sigchld``). Every Jittor import in the project goes through here::
 
     from rtdetr_jittor._env import jt
 """
 import os
 import random
+import signal
+import threading
 
 import numpy as np
 
@@ -34,7 +37,17 @@ def _import_jittor():
     np.random.set_state(np_state)
     random.setstate(py_state)
     jittor.flags.use_cuda = 0
+    _restore_sigchld()
     return jittor
+
+
+def _restore_sigchld():
+    """Jittor handles SIGCHLD itself and ends the whole process when any child process
+    dies by a signal (it assumes one of its data-loader workers ran out of memory), so a
+    program that kills a subprocess of its own would die with it. The project uses no
+    Jittor workers: restore the default handling."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
 
 
 jt = _import_jittor()
