@@ -9,9 +9,9 @@ destroys the previous file. Reads name the problem: a missing, truncated or fore
 import mmap
 import os
 import pickle
-import tempfile
 
 from .errors import RtdetrError, reason
+from .files import write_atomic
 
 FORMAT = "rtdetr-parity-checkpoint"
 VERSION = 1
@@ -27,19 +27,7 @@ class StateDictError(CheckpointError):
 
 def save_atomic(obj, path):
     """Pickle ``obj`` to ``path`` atomically."""
-    path = os.path.abspath(path)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_atomic(path, lambda f: pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL), binary=True)
 
 
 def write_checkpoint(path, payload):
