@@ -85,7 +85,10 @@ def build_pair(config, overrides=None, weight_seed=0, random_weights=True, dtype
 
 
 def image_size(size):
-    """``(height, width)`` from an int (square) or a pair."""
+    """``(height, width)`` from an int (square), a pair, or the command line's "N" / "H,W"."""
+    if isinstance(size, str):
+        size = [int(v) for v in size.split(",")]
+        size = size[0] if len(size) == 1 else size
     if isinstance(size, (int, np.integer)):
         return int(size), int(size)
     height, width = (int(v) for v in size)

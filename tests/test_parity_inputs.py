@@ -51,3 +51,10 @@ def test_targets_the_model_cannot_take_are_refused(pair, batch, edit, message):
     edit(targets[0])
     with pytest.raises(TargetError, match=message):
         check_inputs(pair, images, targets)
+
+
+@pytest.mark.parametrize("size, expected", [(640, (640, 640)), ("640", (640, 640)), ("480,640", (480, 640)),
+                                            ((96, 64), (96, 64))])
+def test_image_size_reads_square_and_non_square_sizes(size, expected):
+    from parity.run import image_size
+    assert image_size(size) == expected
