@@ -9,7 +9,9 @@ name to ``(PlantedBug, plant)``, where ``plant(pair)`` is a context manager; the
 ``PlantedBug`` says in which mode and on which input the bug shows (``needs``:
 ``non-square`` for bugs a square input cannot reveal, ``multi-scale`` for the resize,
 ``steps`` for optimizer, EMA and BatchNorm state), the pattern (``re.match``) of the
-first failing tensor, and whether the forward pass is untouched (a gradient-only bug).
+first failing tensor, and whether the forward pass is untouched (a gradient-only bug:
+then no forward tensor may fail, and the pattern names the gradient of the parameter
+the bug cuts off or adds a path to, which must fail).
 """
 import contextlib
 import math
@@ -208,10 +210,10 @@ BUGS = {bug.name: (bug, plant) for bug, plant in [
                 "first decoder layer uses it"), denoising_mask_shifted),
     (PlantedBug("denoising_noise_scale", "train", r"probe:decoder\.dn\.input_query_bbox$",
                 "denoising box noise scale 0.5 where the config says 1.0"), denoising_noise_scale),
-    (PlantedBug("detach_is_noop", "train", r"grad:",
+    (PlantedBug("detach_is_noop", "train", r"grad:decoder\.dec_bbox_head\.0\.",
                 "detach() made a no-op: the decoder's reference points keep their gradient path",
                 gradient_only=True), detach_is_noop),
-    (PlantedBug("detach_in_place", "train", r"grad:",
+    (PlantedBug("detach_in_place", "train", r"grad:decoder\.dec_bbox_head\.0\.",
                 "x.stop_grad() (in place) where torch's x.detach() is meant", gradient_only=True),
      detach_in_place),
     (PlantedBug("topk_smallest", "eval", r"probe:decoder\.topk_ind$",
