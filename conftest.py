@@ -55,12 +55,14 @@ _PARITY_INDEX = []
 
 @pytest.fixture
 def parity_report(request):
-    """``parity_report(results, label="", **input_info)`` writes the comparison's report
-    under reports/parity/<test id>__<label>/ and indexes it (reports/parity/index.md)."""
+    """``parity_report(results, case, **details)`` writes the report of ``case`` (a
+    ``parity.cases.Case``) under reports/parity/<test id>__<dtype>/ and indexes it
+    (reports/parity/index.md)."""
     from parity.index import write_test_report
 
-    def write(results, label="", config=None, **input_info):
-        return write_test_report(_PARITY_INDEX, request.node.nodeid, results, label, input_info, config)
+    def write(results, case, **details):
+        return write_test_report(_PARITY_INDEX, request.node.nodeid, results, case.dtype,
+                                 {"command": case.command(), **details}, {"path": case.config})
     return write
 
 

@@ -19,7 +19,7 @@ def test_float64_training_every_tensor_meets_the_logic_thresholds(parity_report)
     case = Case(CONFIG, mode="train", dtype="float64", height=96, width=160, batch=2, seed=0, targets=TARGETS,
                 force_matcher=False)
     results, _ = run_case(case)
-    parity_report(results, label="float64", command=case.command())
+    parity_report(results, case)
     failed = [f"{r.name}: {r.note}" for r in results if r.verdict != "pass"]
     assert not failed, failed[:10]
     names = {r.name for r in results}

@@ -25,7 +25,7 @@ def verdicts(case_args, parity_report):
     for dtype in ("float64", "float32"):
         case = Case(CONFIG, dtype=dtype, batch=2, seed=3, force_matcher=case_args["mode"] == "train", **case_args)
         out[dtype], _ = run_case(case)
-        parity_report(out[dtype], label=dtype, command=case.command())
+        parity_report(out[dtype], case)
     return out
 
 

@@ -14,7 +14,7 @@ TARGETS = [{"labels": [1, 7, 30], "boxes": [[0.3, 0.4, 0.2, 0.3], [0.7, 0.6, 0.4
 
 def check(case, parity_report):
     results, extra = run_case(case)
-    parity_report(results, label=case.dtype, command=case.command(), drift=extra.get("drift"))
+    parity_report(results, case, drift=extra.get("drift"))
     failed = [f"{r.name}: {r.note}" for r in results if r.verdict == "fail"]
     assert not failed, failed[:10]
     if case.dtype == "float64":

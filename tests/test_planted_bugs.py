@@ -39,7 +39,7 @@ def test_planted_bug_is_caught_where_it_lives(bug_name, parity_report):
     pair = pair_for(case)
     with plant(pair):
         results, _ = run_case(case, pair)
-    parity_report(results, label="float64", bug=bug.description, command=case.command())
+    parity_report(results, case, bug=bug.description)
     first = first_failure(results)
     assert first is not None, f"{bug.description}: the harness passed a planted bug ({case.command()})"
     if bug.gradient_only:
@@ -57,7 +57,7 @@ def test_planted_bug_is_caught_where_it_lives(bug_name, parity_report):
 def test_clean_control_passes(mode, needs, parity_report):
     case = case_for(mode, needs)
     results, _ = run_case(case)
-    parity_report(results, label="float64", command=case.command())
+    parity_report(results, case)
     failed = [f"{r.name}: {r.note}" for r in results if r.verdict != "pass"]
     assert not failed, failed[:10]
 
