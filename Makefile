@@ -2,14 +2,15 @@
 # Every target that needs the environment depends on $(VENV)/.ready, so a fresh clone
 # needs nothing but `make test` (or `make gates`).
 #
-# The virtual environment lives at a stable path keyed by the pins and the Python
-# version, outside the clone: Jittor keys its compiled-kernel cache partly by the path
-# of its installation, so a venv inside each clone would recompile every kernel
-# (minutes) in every new clone. `.venv` in the clone links to it.
+# The virtual environment lives at a stable path outside the clone, keyed by the Jittor
+# pin and the Python version only: Jittor keys its compiled-kernel cache partly by the
+# path of its installation, so a venv inside each clone (or one whose path moved with
+# any other pin) would recompile every kernel (minutes). Other pins are installed into
+# it whenever requirements.txt changes. `.venv` in the clone links to it.
 SHELL := /bin/bash
 PY ?= python3
-PINS := $(shell cat requirements.txt <($(PY) --version 2>&1) | sha1sum | cut -c1-12)
-VENV ?= $(HOME)/.cache/rtdetr/venv-$(PINS)
+JITTOR_KEY := $(shell cat <(grep '^jittor==' requirements.txt) <($(PY) --version 2>&1) | sha1sum | cut -c1-12)
+VENV ?= $(HOME)/.cache/rtdetr/venv-$(JITTOR_KEY)
 VPY := $(VENV)/bin/python
 export HYPOTHESIS_PROFILE ?= ci
 export PYTHONDONTWRITEBYTECODE := 1
