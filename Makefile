@@ -6,7 +6,8 @@
 # pin and the Python version only: Jittor keys its compiled-kernel cache partly by the
 # path of its installation, so a venv inside each clone (or one whose path moved with
 # any other pin) would recompile every kernel (minutes). Other pins are installed into
-# it whenever requirements.txt changes. `.venv` in the clone links to it.
+# it whenever requirements.txt changes. `.venv/bin/` in the clone holds wrappers that run
+# it by its real path (a symlinked venv would give Jittor another path, a cold cache).
 SHELL := /bin/bash
 PY ?= python3
 JITTOR_KEY := $(shell cat <(grep '^jittor==' requirements.txt) <($(PY) --version 2>&1) | sha1sum | cut -c1-12)
@@ -23,11 +24,12 @@ TIME = scripts/timed.sh
 
 setup: $(VENV)/.ready
 
-$(VENV)/.ready: requirements.txt scripts/setup_onednn.sh rtdetr_jittor/_env.py
+$(VENV)/.ready: requirements.txt scripts/setup_onednn.sh rtdetr_jittor/_env.py scripts/warm_jittor_kernels.py
 	@$(TIME) "venv + pinned packages" bash -c '[ -x $(VPY) ] || $(PY) -m venv $(VENV); $(VPY) -m pip install -q -r requirements.txt'
 	@$(TIME) "oneDNN for Jittor" bash scripts/setup_onednn.sh
-	@$(TIME) "Jittor compile-cache warm-up" $(VPY) -m rtdetr_jittor._env
-	@ln -sfn $(VENV) .venv
+	@$(TIME) "Jittor core compile" $(VPY) -m rtdetr_jittor._env
+	@$(TIME) "Jittor kernels of the shipped configs" $(VPY) scripts/warm_jittor_kernels.py
+	@bash scripts/venv_wrappers.sh $(VENV) .venv
 	@touch $@
 
 test: setup
