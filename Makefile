@@ -46,7 +46,7 @@ bench: setup
 	@$(TIME) "benchmarks" $(VPY) -m bench.run
 
 report: setup
-	@$(TIME) "render latest parity report" $(VPY) -m parity report --latest
+	@$(TIME) "docs/RESULTS.md from the latest parity, gates and bench reports" $(VPY) scripts/render_results.py
 
 clean:
 	rm -rf reports .pytest_cache .hypothesis

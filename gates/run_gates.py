@@ -30,7 +30,7 @@ from argparse import Namespace
 
 import numpy as np
 
-from parity.run import perturb_one_ulp
+from parity.passes import perturb_one_ulp
 from rtdetr_common.files import write_text_atomic
 
 from .checks import check, failures, verdict

@@ -3,6 +3,7 @@
     python -m parity compare -c configs/rtdetr/rtdetr_r18vd_6x_coco.yml --mode eval|train|steps \\
         --size 480,640 --batch 2 --seed 0 --dtype float64 --out reports/
     python -m parity compare --case '{"config": ..., "mode": "train", ...}'   # what a failing test prints
+    python -m parity judge RUN_DIR [--tolerances FILE]  # judge a saved run again, offline
     python -m parity report [--latest | RUN_DIR]     # re-render report.md from report.json
     python -m parity rerun NPZ                       # rerun the saved first-diverging module
 """
@@ -39,7 +40,24 @@ def _case_from_args(args):
                 steps=args.steps, force_topk=not args.no_force_topk, force_matcher=args.force_matcher)
 
 
+CAPTURES = "captures"
+
+
+def _print_summary(report, path):
+    s = report["summary"]
+    print(f"{s['verdict']}: {s.get('passed', '?')} passed, {s.get('failed', '?')} failed, "
+          f"{s.get('not_judgeable', 0)} not judgeable in float32 -> {path}")
+    if report.get("first_divergence"):
+        fd = report["first_divergence"]
+        print(f"first divergence: {fd['name']} (module {fd['module']}): {fd['note'] or fd['metrics'].get('max_abs')}")
+    for row in report.get("drift", []):
+        print(f"step {row['step']}: loss ref {row['loss_ref']:.6f} jittor {row['loss_jittor']:.6f} "
+              f"max param rel diff {row['max_param_rel_diff']:.3e}")
+    return 0 if s["verdict"] == "PASS" else 1
+
+
 def compare_command(args):
+    from . import store
     from .cases import pair_for, run_case
     from .report import build_report, write_report
     from .run import save_first_divergence
@@ -49,12 +67,13 @@ def compare_command(args):
     run_name = args.run or (f"{os.path.splitext(os.path.basename(case.config))[0]}_{case.mode}_{case.height}x{case.width}"
                             f"_b{case.batch}_s{case.seed}_{case.dtype}")
     run_dir = os.path.join(args.out, run_name)
-    results, extra = run_case(case, pair)
-    ref_capture = extra.pop("ref_capture", None)
+    captures = os.path.join(run_dir, CAPTURES)
+    results, extra = run_case(case, pair, directory=captures)
     saved = {}
-    if ref_capture is not None:
-        saved = save_first_divergence(pair, case.mode, case.images(), case.numpy_targets(), case.seed, ref_capture,
-                                      results, run_dir, multi_scale=case.multi_scale)
+    if case.mode != "steps":
+        saved = save_first_divergence(pair, case.mode, case.images(), case.numpy_targets(), case.seed,
+                                      store.load_capture(captures, "reference"), results, run_dir,
+                                      multi_scale=case.multi_scale)
     report = build_report(
         results, run=run_name,
         config={"path": case.config, "weights": f"realistic random (seed {case.weight_seed})"},
@@ -63,17 +82,31 @@ def compare_command(args):
         environment=_environment(), saved_inputs=saved)
     report.update(extra)
     report["seconds"] = round(time.time() - t0, 1)
-    path = write_report(report, args.out)
-    s = report["summary"]
-    print(f"{s['verdict']}: {s.get('passed', '?')} passed, {s.get('failed', '?')} failed, "
-          f"{s.get('not_judgeable', 0)} not judgeable in float32 -> {path}")
-    if report.get("first_divergence"):
-        fd = report["first_divergence"]
-        print(f"first divergence: {fd['name']} (module {fd['module']}): {fd['note'] or fd['metrics'].get('max_abs')}")
-    for row in extra.get("drift", []):
-        print(f"step {row['step']}: loss ref {row['loss_ref']:.6f} jittor {row['loss_jittor']:.6f} "
-              f"max param rel diff {row['max_param_rel_diff']:.3e}")
-    return 0 if s["verdict"] == "PASS" else 1
+    report["captures"] = captures
+    return _print_summary(report, write_report(report, args.out))
+
+
+def judge_command(args):
+    """Judge the captures a ``compare`` run saved, under ``--tolerances``, without the models."""
+    from . import store
+    from .report import build_report, load_report, write_report
+    from .run import judge_run
+    from .tolerances import load_registry
+    captures = os.path.join(args.run_dir, CAPTURES)
+    try:
+        info = store.read_run(captures)
+    except FileNotFoundError as e:
+        print(e, file=sys.stderr)
+        return 2
+    registry = load_registry(args.tolerances, dtype=info["dtype"])
+    results = judge_run(captures, registry, info)
+    old = load_report(os.path.join(args.run_dir, "report.json"))
+    run_name = args.run or f"{os.path.basename(os.path.normpath(args.run_dir))}_judged"
+    report = build_report(results, run=run_name, config=old.get("config"), input_info=old.get("input"),
+                          environment=old.get("environment"))
+    report.update({k: old[k] for k in ("drift",) if k in old})
+    report["judged"] = {"captures": captures, "tolerances": args.tolerances or "parity/tolerances.yaml"}
+    return _print_summary(report, write_report(report, args.out))
 
 
 def report_command(args):
@@ -114,6 +147,11 @@ def main(argv=None):
                         "verdict against the reference's measured noise floor")
     c.add_argument("--no-force-topk", action="store_true", help="let the twin take its own top-k decision")
     c.add_argument("--force-matcher", action="store_true", help="impose the reference's matcher assignment")
+    j = sub.add_parser("judge", help="judge a saved run again (its captures) under a tolerance file, offline")
+    j.add_argument("run_dir", help="a run directory written by `compare` (holds captures/)")
+    j.add_argument("--tolerances", default=None, help="tolerance registry YAML (default: parity/tolerances.yaml)")
+    j.add_argument("--out", default="reports")
+    j.add_argument("--run", default=None, help="name of the new report (default: <run>_judged)")
     r = sub.add_parser("report", help="re-render a report (default: the latest)")
     r.add_argument("run_dir", nargs="?")
     r.add_argument("--latest", action="store_true", help="the newest run (the default)")
@@ -123,7 +161,8 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.command == "compare" and not (args.case or args.config):
         p.error("compare needs -c CONFIG or --case JSON")
-    return {"compare": compare_command, "report": report_command, "rerun": rerun_command}[args.command](args)
+    return {"compare": compare_command, "judge": judge_command, "report": report_command,
+            "rerun": rerun_command}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ class Record:
     name: str
     value: np.ndarray
     module: str
-    kind: str  # "module" or "probe"
+    kind: str  # "module", "probe", "extra" (losses, gradients, training state) or "no-gradient"
 
 
 @dataclass
@@ -47,37 +47,16 @@ def flatten(name, value, to_numpy):
     return [] if array is None else [(name, array)]
 
 
-def torch_to_numpy(value):
-    import torch
-    if torch.is_tensor(value):
-        return value.detach().cpu().numpy().copy()
-    if isinstance(value, np.ndarray):
-        return value.copy()
-    if isinstance(value, (int, float, bool, np.number)):
-        return np.asarray(value)
-    return None
-
-
-def jittor_to_numpy(value):
-    from rtdetr_jittor._env import jt
-    if isinstance(value, jt.Var):
-        return value.numpy().copy()
-    if isinstance(value, np.ndarray):
-        return value.copy()
-    if isinstance(value, (int, float, bool, np.number)):
-        return np.asarray(value)
-    return None
-
-
 def _named_modules(model):
     return [(n, m) for n, m in model.named_modules() if n]
 
 
-def capture(model, run, framework, inputs_of=(), prefix=""):
+def capture(model, run, backend, inputs_of=(), prefix=""):
     """Call ``run()`` with hooks on every submodule and a probe recorder; return (result, Capture).
-    Inputs are kept only for the module paths in ``inputs_of`` (they cost as much memory
-    as the outputs, and only the first diverging module's are needed)."""
-    to_numpy = torch_to_numpy if framework == "torch" else jittor_to_numpy
+    ``backend``: the model's framework glue (``reference_pytorch.backend`` or
+    ``rtdetr_jittor.backend``). Inputs are kept only for the module paths in ``inputs_of``
+    (they cost as much memory as the outputs, and only the first diverging module's are needed)."""
+    to_numpy = backend.to_numpy
     cap = Capture()
     calls = {}
 
@@ -92,13 +71,7 @@ def capture(model, run, framework, inputs_of=(), prefix=""):
                 cap.inputs[path] = [a for _, a in flatten("in", list(inputs), to_numpy)]
         return hook
 
-    handles = []
-    for path, module in _named_modules(model):
-        if framework == "torch":
-            handles.append(module.register_forward_hook(make_hook(path)))
-        else:
-            module.register_forward_hook(make_hook(path))
-            handles.append(module)
+    removers = [backend.add_forward_hook(module, make_hook(path)) for path, module in _named_modules(model)]
 
     probe_calls = {}
 
@@ -112,9 +85,6 @@ def capture(model, run, framework, inputs_of=(), prefix=""):
         with probes.recording(on_probe):
             result = run()
     finally:
-        for h in handles:
-            if framework == "torch":
-                h.remove()
-            else:
-                h.remove_forward_hook()
+        for remove in removers:
+            remove()
     return result, cap

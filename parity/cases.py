@@ -77,19 +77,19 @@ def pair_for(case):
     return _PAIRS[key]
 
 
-def run_case(case, pair=None):
+def run_case(case, pair=None, directory=None):
     """Judge ``case``: returns (results, extra), where ``extra`` holds the per-step drift
-    table (``steps``) or the reference's capture (``eval``, ``train``). Float32 cases
-    measure the reference's noise floor."""
+    table (``steps``). Float32 cases measure the reference's noise floor. The captures
+    are saved under ``directory`` when given (for ``python -m parity judge``)."""
     pair = pair or pair_for(case)
     targets = case.numpy_targets()
     floor = case.dtype == "float32"
     if case.mode == "steps":
         batches = [(case.images(offset=k), targets) for k in range(case.steps)]
         results, drift = run_steps(pair, batches, case.steps, noise_seed=case.seed,
-                                   floor_runs=2 if floor else 0, multi_scale=case.multi_scale)
+                                   floor_runs=2 if floor else 0, multi_scale=case.multi_scale, directory=directory)
         return results, {"drift": drift}
-    results, ref_capture, _ = compare(pair, case.mode, case.images(), targets, noise_seed=case.seed,
-                                      force_topk=case.force_topk, force_matcher=case.force_matcher,
-                                      measure_floor=floor, multi_scale=case.multi_scale)
-    return results, {"ref_capture": ref_capture}
+    results = compare(pair, case.mode, case.images(), targets, noise_seed=case.seed, force_topk=case.force_topk,
+                      force_matcher=case.force_matcher, measure_floor=floor, multi_scale=case.multi_scale,
+                      directory=directory)
+    return results, {}

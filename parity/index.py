@@ -19,16 +19,18 @@ def report_dir_name(test_id, label=""):
     return (name[:150] + (f"__{label}" if label else ""))
 
 
-def write_test_report(entries, test_id, results, label="", input_info=None, config=None, root=PARITY_REPORTS):
+def write_test_report(entries, test_id, results, label="", input_info=None, config=None, root=PARITY_REPORTS,
+                      expected="PASS"):
     """Write one comparison's report under ``root/<test id>__<label>/`` and append its
-    index row to ``entries``; returns the report dict."""
+    index row to ``entries`` (``expected``: the verdict the test asserts, FAIL for a
+    planted bug); returns the report dict."""
     from .report import environment_info
     run = report_dir_name(test_id, label)
     report = build_report(results, run=run, config=config or {}, input_info=input_info or {},
                           environment=environment_info())
     write_report(report, root, with_plot=bool(results))
     summary, first = report["summary"], report["first_divergence"]
-    entries.append({"test": test_id, "label": label, "verdict": summary["verdict"],
+    entries.append({"test": test_id, "label": label, "verdict": summary["verdict"], "expected": expected,
                     "total": summary["total"], "failed": summary["failed"],
                     "not_judgeable": summary.get("not_judgeable", 0),
                     "worst_tol_ratio": summary["worst"][0]["tol_ratio"] if summary["worst"] else None,
@@ -37,18 +39,28 @@ def write_test_report(entries, test_id, results, label="", input_info=None, conf
     return report
 
 
+def verdict_text(entry):
+    """The verdict, with what the test expected when that is not a PASS or not met."""
+    expected = entry.get("expected", "PASS")
+    if entry["verdict"] != expected:
+        return f"{entry['verdict']} (**unexpected**: the test expects {expected})"
+    return entry["verdict"] if expected == "PASS" else f"{entry['verdict']} (expected {expected})"
+
+
 def write_index(entries, root=PARITY_REPORTS):
     """Write ``index.json`` and ``index.md`` under ``root``; returns the markdown path."""
     Path(root).mkdir(parents=True, exist_ok=True)
     write_text_atomic(Path(root) / "index.json", json.dumps(entries, indent=1))
     lines = ["# Parity reports of the last test session", "",
+             "A planted bug's comparison is expected to FAIL (`expected FAIL`); any other verdict than the "
+             "expected one is marked **unexpected**.", "",
              "| test | verdict | tensors | failed | not judgeable (float32) | worst tol ratio | first divergence | report |",
              "|---|---|---|---|---|---|---|---|"]
     for e in entries:
         ratio = e["worst_tol_ratio"]
         ratio_text = ratio if isinstance(ratio, str) else ("-" if ratio is None else f"{ratio:.3g}")
         test = e["test"] + (f" [{e['label']}]" if e["label"] else "")
-        lines.append(f"| `{test}` | {e['verdict']} | {e['total']} | {e['failed']} | {e['not_judgeable']} | "
+        lines.append(f"| `{test}` | {verdict_text(e)} | {e['total']} | {e['failed']} | {e['not_judgeable']} | "
                      f"{ratio_text} | {('`' + e['first_divergence'] + '`') if e['first_divergence'] else '-'} | "
                      f"[report]({e['link']}) |")
     path = Path(root) / "index.md"

@@ -159,27 +159,25 @@ def resize_bilinear(pair):
 
 
 def adamw_decay_group_lost(pair):
-    from rtdetr_jittor.optim import optim
-    build = optim.build_optimizer
+    from rtdetr_jittor.optim.optim import AdamW
+    init = AdamW.__init__
 
-    def build_without_group_decay(cfg, model):
-        optimizer = build(cfg, model)
-        for group in optimizer.param_groups:
-            group["weight_decay"] = optimizer.defaults["weight_decay"]
-        return optimizer
+    def init_without_group_decay(self, groups, *args, **kwargs):
+        init(self, groups, *args, **kwargs)
+        for group in self.param_groups:
+            group["weight_decay"] = self.defaults["weight_decay"]
 
-    return _patched(optim, "build_optimizer", build_without_group_decay)
+    return _patched(AdamW, "__init__", init_without_group_decay)
 
 
 def ema_default_warmups(pair):
-    from rtdetr_jittor.optim import ema
-    cls = ema.ModelEMA
+    from rtdetr_jittor.optim.ema import ModelEMA
+    init = ModelEMA.__init__
 
-    class ConfigWarmupsIgnored(cls):
-        def __init__(self, model, decay=0.9999, warmups=2000):
-            super().__init__(model, decay)
+    def init_ignoring_config_warmups(self, model, decay=0.9999, warmups=2000):
+        init(self, model, decay)
 
-    return _patched(ema, "ModelEMA", ConfigWarmupsIgnored)
+    return _patched(ModelEMA, "__init__", init_ignoring_config_warmups)
 
 
 def batchnorm_momentum(pair):

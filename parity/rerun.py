@@ -7,8 +7,10 @@ compares the outputs with the tolerance registry.
 """
 import numpy as np
 
-from .capture import flatten, jittor_to_numpy, torch_to_numpy
-from .run import jittor_array
+import reference_pytorch.backend as reference_backend
+import rtdetr_jittor.backend as jittor_backend
+
+from .capture import flatten
 from .tolerances import load_registry
 
 
@@ -20,28 +22,21 @@ def submodule(model, path):
     return m
 
 
-def rerun_saved_module(npz_path, eval_mode=True):
-    import torch
+def _run_module(backend, config, module_path, weights, inputs, eval_mode):
+    module = submodule(backend.build(config).model, module_path)
+    backend.load_model_state(module, weights)
+    backend.set_mode(module, not eval_mode)
+    with backend.no_grad():
+        return flatten(module_path, module(*[backend.from_numpy(a) for a in inputs]), backend.to_numpy)
 
-    import reference_pytorch
-    import rtdetr_jittor
-    from rtdetr_jittor._env import jt
-    from .weights import load_into_jittor, load_into_torch
+
+def rerun_saved_module(npz_path, eval_mode=True):
     saved = np.load(npz_path)
     module_path, config = str(saved["__module__"]), str(saved["__config__"])
     weights = {k[2:]: saved[k] for k in saved.files if k.startswith("w:")}
     inputs = [saved[f"in:{i}"] for i in range(sum(k.startswith("in:") for k in saved.files))]
-    ref_m = submodule(reference_pytorch.build(config).model, module_path)
-    jt_m = submodule(rtdetr_jittor.build(config).model, module_path)
-    load_into_torch(ref_m, weights)
-    load_into_jittor(jt_m, weights)
-    if eval_mode:
-        ref_m.eval()
-        jt_m.eval()
-    with torch.no_grad():
-        ref_out = flatten(module_path, ref_m(*[torch.from_numpy(a) for a in inputs]), torch_to_numpy)
-    with jt.no_grad():
-        jt_out = dict(flatten(module_path, jt_m(*[jittor_array(a) for a in inputs]), jittor_to_numpy))
+    ref_out = _run_module(reference_backend, config, module_path, weights, inputs, eval_mode)
+    jt_out = dict(_run_module(jittor_backend, config, module_path, weights, inputs, eval_mode))
     registry = load_registry()
     results = [registry.judge(name, value, jt_out[name]) for name, value in ref_out]
     return {"module": module_path, "passed": all(r.passed for r in results),

@@ -23,37 +23,31 @@ moved by one float32 ulp; how far their state drifts from the reference's, eleme
 element, is each tensor's noise floor per step. In float64 the logic-verdict rules
 judge without a floor.
 """
+import tempfile
+
 import numpy as np
 
 from rtdetr_common import probes
 from rtdetr_common.lr_schedule import build_lr_schedule
 from rtdetr_common.noise import NumpyDenoisingNoise, NumpySizeSampler
 
-from .capture import jittor_to_numpy, torch_to_numpy
-from .compare import Result
-from .run import (FLOAT32_CONSTANTS, ForcedSequence, as_framework_tensor, jittor_array, jittor_targets,
-                  perturb_one_ulp, torch_targets)
-from .weights import load_into_jittor, load_into_torch
+from . import store
+from .decisions import FLOAT32_CONSTANTS, ForcedSequence, as_tensor_of
+from .judge import fold_floor
+from .passes import perturb_one_ulp
 
 
-class _Side:
-    """One framework's training state for the step comparison."""
+class _Trainer:
+    """One side's training state for the step comparison."""
 
-    def __init__(self, framework, built, noise_seed, multi_scale=None):
-        self.framework = framework
-        self.built = built
+    def __init__(self, side, noise_seed, multi_scale=None):
+        self.backend = backend = side.backend
+        self.built = built = side.built
         cfg = built.cfg
-        if framework == "torch":
-            from reference_pytorch.optim.ema import ModelEMA
-            from reference_pytorch.optim.optim import build_optimizer, optimizer_update
-        else:
-            from rtdetr_jittor.optim.ema import ModelEMA
-            from rtdetr_jittor.optim.optim import build_optimizer, optimizer_update
-        built.model.train()
-        self.update = optimizer_update
-        self.optimizer = build_optimizer(cfg["optimizer"], built.model)
+        backend.set_mode(built.model, True)
+        self.optimizer = backend.build_optimizer(cfg["optimizer"], built.model)
         ema_cfg = {k: v for k, v in (cfg.get("ema") or {}).items() if k != "type"}
-        self.ema = ModelEMA(built.model, **ema_cfg)
+        self.ema = backend.ModelEMA(built.model, **ema_cfg)
         self.schedule = build_lr_schedule(cfg, self.optimizer)
         self.clip = float(cfg.get("clip_max_norm", 0.0) or 0.0)
         built.model.decoder.denoising_noise = NumpyDenoisingNoise(noise_seed)
@@ -63,8 +57,8 @@ class _Side:
     def step(self, images, targets, forced=None):
         """One training step; returns (loss, gradient norm before clipping, the float32-built
         constants this side computed, ``{name: [arrays]}``)."""
-        model, criterion = self.built.model, self.built.criterion
-        to_numpy = torch_to_numpy if self.framework == "torch" else jittor_to_numpy
+        model, criterion, backend = self.built.model, self.built.criterion, self.backend
+        to_numpy = backend.to_numpy
         constants = {}
 
         def keep(name, value):
@@ -73,26 +67,17 @@ class _Side:
 
         self.schedule.step_iteration()
         with probes.recording(keep), probes.forcing(forced or {}):
-            if self.framework == "torch":
-                import torch
-                out = model(torch.from_numpy(images.copy()), torch_targets(targets))
-                losses = criterion(out, torch_targets(targets))
-            else:
-                out = model(jittor_array(images), jittor_targets(targets))
-                losses = criterion(out, jittor_targets(targets))
+            out = model(backend.from_numpy(images), backend.targets_from_numpy(targets))
+            losses = criterion(out, backend.targets_from_numpy(targets))
         total = sum(losses.values())
         loss_value = to_numpy(total).reshape(())
-        grad_norm = self.update(total, self.optimizer, self.clip)
+        grad_norm = backend.optimizer_update(total, self.optimizer, self.clip)
         self.ema.update(model)
         return loss_value, grad_norm, constants
 
     def snapshot(self, k, loss, grad_norm, constants):
-        if self.framework == "torch":
-            from reference_pytorch.checkpoint import model_state_numpy, optimizer_state_numpy
-            opt = optimizer_state_numpy(self.optimizer)
-        else:
-            from rtdetr_jittor.checkpoint import model_state_numpy
-            opt = self.optimizer.state_dict()
+        model_state_numpy = self.backend.model_state_numpy
+        opt = self.backend.optimizer_state_numpy(self.optimizer)
         dtype = loss.dtype
         out = {f"step{k}:loss:total": loss, f"step{k}:grad_norm": np.asarray(grad_norm, dtype)}
         out.update({f"step{k}:probe:{name}": values[0] for name, values in constants.items()})
@@ -112,59 +97,50 @@ class _Side:
         return out
 
 
-def _drift(ref_state, floor_state, floors):
-    """Fold one perturbed copy's element-wise drift from the reference into ``floors``."""
-    for name, value in floor_state.items():
-        if name in ref_state and np.asarray(value).dtype.kind == "f":
-            diff = np.abs(np.asarray(value, np.float64) - np.asarray(ref_state[name], np.float64)).astype(np.float32)
-            floors[name] = np.maximum(floors[name], diff) if name in floors else diff
-
-
-def _judge_state(registry, ref_state, twin_state, floors):
-    results = []
-    for name, value in ref_state.items():
-        if name not in twin_state:
-            results.append(Result(name, "missing", {"tol_ratio": float("inf")}, False,
-                                  note="present in the reference's training state only"))
-            continue
-        results.append(registry.judge(name, value, np.asarray(twin_state[name]).reshape(np.shape(value)),
-                                      floor=floors.get(name) if floors is not None else None))
-    results.extend(Result(name, "missing", {"tol_ratio": float("inf")}, False,
-                          note="present in the Jittor twin's training state only")
-                   for name in twin_state if name not in ref_state)
-    return results
-
-
-def run_steps(pair, batches, steps, noise_seed=0, registry=None, floor_runs=2, multi_scale=None):
+def run_steps(pair, batches, steps, noise_seed=0, registry=None, floor_runs=2, multi_scale=None, directory=None):
     """Train both twins ``steps`` steps; return (results, per-step drift table).
-    ``floor_runs`` applies to float32 pairs only (float64 is judged without a floor)."""
+    ``floor_runs`` applies to float32 pairs only (float64 is judged without a floor).
+    Each step's training state (reference, twin, floors) is saved under ``directory``
+    (kept, for ``python -m parity judge``) or a temporary one, and judged from there."""
+    from .run import judge_run
     from .tolerances import load_registry
     registry = registry or load_registry(dtype=pair.dtype)
     floor_runs = floor_runs if pair.dtype == "float32" else 0
-    load_into_torch(pair.ref.model, pair.weights)  # earlier passes moved BatchNorm statistics
-    load_into_jittor(pair.jt.model, pair.jittor_weights())
-    floor_sides = [_Side("torch", pair.fresh_reference(), noise_seed, multi_scale) for _ in range(floor_runs)]
-    ref = _Side("torch", pair.ref, noise_seed, multi_scale)
-    jts = _Side("jittor", pair.jt, noise_seed, multi_scale)
-    results, drift = [], []
-    for k in range(1, steps + 1):
-        images, targets = pair.cast_inputs(*batches[(k - 1) % len(batches)])
-        ref_step = ref.step(images, targets)
-        forced = {}
-        if pair.dtype == "float64":
-            forced = {name: ForcedSequence([as_framework_tensor(v) for v in values])
-                      for name, values in ref_step[2].items()}
-        a = ref.snapshot(k, *ref_step)
-        b = jts.snapshot(k, *jts.step(images, targets, forced))
-        floors = {} if floor_sides else None
-        for run, side in enumerate(floor_sides):
-            perturbed = perturb_one_ulp(images, seed=1000 * run + k)
-            _drift(a, side.snapshot(k, *side.step(perturbed, targets)), floors)
-        results.extend(_judge_state(registry, a, b, floors))
-        worst = max((float(np.abs(a[n] - b[n]).max()) / (float(np.abs(a[n]).max()) or 1.0)
-                     for n in a if ":param:" in n and n in b), default=0.0)
-        drift.append({"step": k, "loss_ref": float(a[f"step{k}:loss:total"]),
-                      "loss_jittor": float(b[f"step{k}:loss:total"]),
-                      "grad_norm_ref": float(a[f"step{k}:grad_norm"]),
-                      "grad_norm_jittor": float(b[f"step{k}:grad_norm"]), "max_param_rel_diff": worst})
-    return results, drift
+    reference, twin = pair.reference, pair.twin
+    reference.load_weights()  # earlier passes moved BatchNorm statistics
+    twin.load_weights()
+    floor_trainers = [_Trainer(pair.fresh_reference(), noise_seed, multi_scale) for _ in range(floor_runs)]
+    ref = _Trainer(reference, noise_seed, multi_scale)
+    jts = _Trainer(twin, noise_seed, multi_scale)
+    drift, passes = [], []
+    with tempfile.TemporaryDirectory(prefix="parity-steps-") as tmp:
+        directory = directory or tmp
+        for k in range(1, steps + 1):
+            images, targets = pair.cast_inputs(*batches[(k - 1) % len(batches)])
+            ref_step = ref.step(images, targets)
+            forced = {}
+            if pair.dtype == "float64":
+                forced = {name: ForcedSequence([as_tensor_of(twin.backend, v) for v in values])
+                          for name, values in ref_step[2].items()}
+            a = ref.snapshot(k, *ref_step)
+            b = jts.snapshot(k, *jts.step(images, targets, forced))
+            names = {"reference": f"step{k}_reference", "twin": f"step{k}_jittor", "floor": None}
+            if floor_trainers:
+                floors, ref_cap = {}, store.capture_from_arrays(a)
+                for run, trainer in enumerate(floor_trainers):
+                    perturbed = perturb_one_ulp(images, seed=1000 * run + k)
+                    fold_floor(floors, ref_cap, store.capture_from_arrays(trainer.snapshot(k, *trainer.step(perturbed, targets))))
+                names["floor"] = f"step{k}_floor"
+                store.save_floors(directory, names["floor"], floors)
+            store.save_capture(directory, names["reference"], store.capture_from_arrays(a))
+            store.save_capture(directory, names["twin"], store.capture_from_arrays(b))
+            passes.append(names)
+            worst = max((float(np.abs(a[n] - b[n]).max()) / (float(np.abs(a[n]).max()) or 1.0)
+                         for n in a if ":param:" in n and n in b), default=0.0)
+            drift.append({"step": k, "loss_ref": float(a[f"step{k}:loss:total"]),
+                          "loss_jittor": float(b[f"step{k}:loss:total"]),
+                          "grad_norm_ref": float(a[f"step{k}:grad_norm"]),
+                          "grad_norm_jittor": float(b[f"step{k}:grad_norm"]), "max_param_rel_diff": worst})
+        info = {"passes": passes, "dtype": pair.dtype, "mode": "steps", "config": pair.config, "drift": drift}
+        store.write_run(directory, info)
+        return judge_run(directory, registry, info), drift

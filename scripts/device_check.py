@@ -89,7 +89,8 @@ def jittor_cuda_vs_reference(size, summary):
     os.environ["nvcc_path"] = os.environ.get("nvcc_path") or "/usr/local/cuda/bin/nvcc"
     for library in ("use_nccl", "use_cutt"):  # Jittor would download their sources
         os.environ.setdefault(library, "0")
-    from parity.run import build_pair, jittor_array, make_batch
+    from parity.run import build_pair, make_batch
+    from rtdetr_jittor.backend import from_numpy
     from rtdetr_jittor._env import jt
     jt.flags.use_cuda = 1
     pair = build_pair(CONFIG)
@@ -100,7 +101,7 @@ def jittor_cuda_vs_reference(size, summary):
     pair.jt.model.eval()
     t0 = time.time()
     with jt.no_grad():
-        out = pair.jt.model(jittor_array(images))
+        out = pair.jt.model(from_numpy(images))
         got = {k: out[k].numpy() for k in ("pred_logits", "pred_boxes")}
     summary["jittor cuda first eval seconds"] = round(time.time() - t0, 1)
     for k, v in got.items():

@@ -39,7 +39,7 @@ def test_planted_bug_is_caught_where_it_lives(bug_name, parity_report):
     pair = pair_for(case)
     with plant(pair):
         results, _ = run_case(case, pair)
-    parity_report(results, case, bug=bug.description)
+    parity_report(results, case, expected="FAIL", bug=bug.description)
     first = first_failure(results)
     assert first is not None, f"{bug.description}: the harness passed a planted bug ({case.command()})"
     if bug.gradient_only:

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import reference_pytorch
-from parity.run import make_batch, torch_targets
+from parity.run import make_batch
+from reference_pytorch.backend import targets_from_numpy
 
 CONFIGS = {d: f"configs/rtdetr/rtdetr_{d}_6x_coco.yml" for d in ("r18vd", "r34vd", "r50vd", "r101vd")}
 # UPSTREAM_BEHAVIOUR.md: 21 keys for r18vd (3 decoder layers), 39 for r50vd (6). Three terms
@@ -30,8 +31,8 @@ def test_training_step_returns_official_loss_keys_and_reaches_every_parameter(de
     built = reference_pytorch.build(CONFIGS[depth], {"RTDETR": {"multi_scale": None}})
     model = built.model.train()
     images, targets = make_batch(seed=1, batch=2, size=160, num_classes=80, gt_counts=[3, 5])
-    outputs = model(torch.from_numpy(images), torch_targets(targets))
-    losses = built.criterion(outputs, torch_targets(targets))
+    outputs = model(torch.from_numpy(images), targets_from_numpy(targets))
+    losses = built.criterion(outputs, targets_from_numpy(targets))
     assert len(losses) == LOSS_KEYS[depth]
     assert list(losses)[:3] == ["loss_vfl", "loss_bbox", "loss_giou"]
     assert all(np.isfinite(float(v)) for v in losses.values())
