@@ -8,7 +8,8 @@ Formats, told apart by their content (never by the file name):
 - ``"checkpoint"``: this project's framework-neutral training checkpoint (either twin);
 - ``"jittor"``: a ``jt.save`` file (a pickle of NumPy arrays plus Jittor's checksum);
 - ``"huggingface"``: a ``model.safetensors`` of ``RTDetrForObjectDetection`` (names
-  mapped to the official ones by ``rtdetr_convert.hf``).
+  mapped to the official ones by ``rtdetr_convert.hf``; safetensors keeps its keys
+  sorted, not in module order).
 
 Values come back as NumPy arrays under official ``rtdetr_pytorch`` names, with
 ``num_batches_tracked`` as torch stores it (int64, 0-d). An unreadable file raises
