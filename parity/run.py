@@ -53,7 +53,8 @@ class Pair:
     ref: object
     jt: object
     weights: dict = field(repr=False)
-    jittor_weight_edits: dict = field(default_factory=dict, repr=False)  # planted-bug tests only
+    # Jittor-side values that differ from ``weights``: a planted bug, or a converted file under test
+    jittor_weight_edits: dict = field(default_factory=dict, repr=False)
     dtype: str = "float32"
     overrides: dict = None
 

@@ -1,20 +1,20 @@
 """Model weights and training checkpoints for the reference.
 
-Model weights load from official layouts (``ema.module`` preferred, ``model``, or a
-bare state_dict) in ``.pth`` files, from Jittor files written by ``rtdetr_jittor.convert``
-or from this project's framework-neutral checkpoints; missing, unexpected and
-mis-shaped keys fail unless ``strict=False``.
+Model weights are read by ``rtdetr_convert.read_state_dict`` (official ``.pth`` layouts,
+``ema.module`` preferred, ``model`` or a bare state_dict; Jittor files; this project's
+framework-neutral checkpoints; HuggingFace ``model.safetensors``); missing, unexpected
+and mis-shaped keys fail unless ``strict=False``.
 Training checkpoints (``rtdetr_common.checkpoint_io``) hold NumPy arrays only, keyed
 by parameter name, so the Jittor twin can resume them.
 """
 import random
-import zipfile
 
 import numpy as np
 import torch
 
 from rtdetr_common.checkpoint_io import (CheckpointError, StateDictError, check_optimizer_state,  # noqa: F401
-                                         extract_model_state, load_pickle, read_checkpoint, write_checkpoint)
+                                         read_checkpoint, write_checkpoint)
+from rtdetr_convert import read_state_dict
 
 
 def model_state_numpy(model):
@@ -23,15 +23,10 @@ def model_state_numpy(model):
 
 
 def read_weights(path):
-    """Model state_dict from a torch ``.pth`` (zip format, read with ``weights_only=True``),
-    a pickle (ours, or a Jittor file written by ``rtdetr_jittor.convert``)."""
-    if not zipfile.is_zipfile(path):
-        return extract_model_state(load_pickle(path))
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CheckpointError(f"cannot read torch file {path} (truncated or corrupt?): {type(e).__name__}: {e}") from e
-    return extract_model_state(obj)
+    """Model state_dict (official names, NumPy arrays) from any weights file
+    ``rtdetr_convert.read_state_dict`` reads: official ``.pth``, our checkpoint, a Jittor
+    file or a HuggingFace ``model.safetensors``."""
+    return read_state_dict(path)[0]
 
 
 def _fits(want, got):

@@ -1,21 +1,21 @@
 """Model weights and training checkpoints for the Jittor twin.
 
-Model weights load from official layouts (``ema.module`` preferred, ``model``, or a
-bare state_dict) in ``.pth`` files (torch zip format), from Jittor files (``jt.save``
-pickles, as ``rtdetr_jittor.convert`` writes) or from this project's
-framework-neutral checkpoints; missing, unexpected and mis-shaped keys fail unless
-``strict=False``. Training checkpoints (``rtdetr_common.checkpoint_io``) hold NumPy
-arrays only, keyed by parameter name and in torch conventions (``num_batches_tracked``
-int64, 0-d), so the reference can resume them.
+Model weights are read by ``rtdetr_convert.read_state_dict`` (official ``.pth`` layouts,
+``ema.module`` preferred, ``model`` or a bare state_dict; Jittor ``jt.save`` files;
+this project's framework-neutral checkpoints; HuggingFace ``model.safetensors``);
+missing, unexpected and mis-shaped keys fail unless ``strict=False``. Training
+checkpoints (``rtdetr_common.checkpoint_io``) hold NumPy arrays only, keyed by
+parameter name and in torch conventions (``num_batches_tracked`` int64, 0-d), so the
+reference can resume them.
 """
 import random
-import zipfile
 
 import numpy as np
 
 from rtdetr_jittor._env import jt
-from rtdetr_common.checkpoint_io import (CheckpointError, check_optimizer_state, extract_model_state,  # noqa: F401
-                                         load_pickle, read_checkpoint, write_checkpoint)
+from rtdetr_common.checkpoint_io import (CheckpointError, check_optimizer_state,  # noqa: F401
+                                         read_checkpoint, write_checkpoint)
+from rtdetr_convert import read_state_dict
 from rtdetr_jittor.compat import StateDictError, describe_state_dict_problems, load_state_dict_checked  # noqa: F401
 
 
@@ -31,16 +31,10 @@ def model_state_numpy(model):
 
 
 def read_weights(path):
-    """Model state_dict from a torch ``.pth`` (zip format), a Jittor ``jt.save`` file or one
-    of our checkpoints."""
-    if not zipfile.is_zipfile(path):
-        return extract_model_state(load_pickle(path))
-    from jittor_utils.load_pytorch import load_pytorch  # reads torch's zip format without torch
-    try:
-        obj = load_pytorch(path)
-    except Exception as e:
-        raise CheckpointError(f"cannot read torch file {path} (truncated or corrupt?): {type(e).__name__}: {e}") from e
-    return extract_model_state(obj)
+    """Model state_dict (official names, NumPy arrays) from any weights file
+    ``rtdetr_convert.read_state_dict`` reads: official ``.pth``, our checkpoint, a Jittor
+    file or a HuggingFace ``model.safetensors``."""
+    return read_state_dict(path)[0]
 
 
 def load_model_state(model, state, strict=True, check_only=False):
