@@ -9,6 +9,6 @@ process (``bench.worker``), and writes ``reports/bench/bench.json`` and ``bench.
 Modules: ``workload`` (configs, inputs, targets), ``worker`` (one measured process),
 ``procs`` (the orchestrator's handle on a worker), ``stats`` (medians and spreads),
 ``cold`` (a fresh Jittor cache), ``report`` (JSON/Markdown), ``run`` (the interleaving
-orchestrator), ``profile_common``, ``profile_jittor`` and ``profile_torch`` (op-level
+orchestrator), ``profile_common``, ``profile_jittor`` and ``profile_pytorch`` (op-level
 profiles), ``jittor_repros`` (minimal reproductions of Jittor-side limits).
 """

@@ -1,6 +1,6 @@
 """Shared pieces of the op-level profilers: options, the timed workload and the output.
 
-``bench.profile_jittor`` and ``bench.profile_torch`` each build a model, warm it up,
+``bench.profile_jittor`` and ``bench.profile_pytorch`` each build a model, warm it up,
 profile ``--iters`` iterations of one phase (eval forward at batch 1, or a training
 step at batch 2 written out as forward / criterion / backward+clip+AdamW so each part
 can be attributed) and write ``profile_<framework>_<model>_<phase>.json`` under
@@ -27,7 +27,7 @@ def parse_args(framework, argv=None):
     p.add_argument("--top", type=int, default=15)
     p.add_argument("--out", default=os.path.join(ROOT, "reports", "bench"))
     if framework == "jittor":
-        p.add_argument("--no-torch", action="store_true", help="skip the PyTorch profile run for comparison")
+        p.add_argument("--no-pytorch", action="store_true", help="skip the PyTorch profile run for comparison")
     return p.parse_args(argv)
 
 

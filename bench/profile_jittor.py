@@ -7,8 +7,8 @@ with ``jt.profile_scope()``. Each kernel is attributed to a part of the model
 ``jt.profile_mark``) and to a category (oneDNN conv and matmul, gathers, reductions,
 float64 statistics, element-wise...). Relayed kernels (a fused conv or matmul pattern
 that Jittor hands to oneDNN) are counted once, under the oneDNN op. Unless
-``--no-torch``, ``bench.profile_torch`` is run in a fresh process on the same
-workload. Writes ``profile_{jittor,torch}_<model>_<phase>.json`` and
+``--no-pytorch``, ``bench.profile_pytorch`` is run in a fresh process on the same
+workload. Writes ``profile_{jittor,pytorch}_<model>_<phase>.json`` and
 ``profile_<model>.md`` under ``--out`` (default ``reports/bench``).
 """
 import json
@@ -169,8 +169,8 @@ def profile_phase(args, phase):
     return summary
 
 
-def _run_torch(args):
-    cmd = [sys.executable, "-m", "bench.profile_torch", "--model", args.model, "--size", str(args.size),
+def _run_pytorch(args):
+    cmd = [sys.executable, "-m", "bench.profile_pytorch", "--model", args.model, "--size", str(args.size),
            "--phases", args.phases, "--warmup", str(args.warmup), "--iters", str(args.iters),
            "--threads", str(args.threads), "--out", args.out]
     subprocess.run(cmd, check=True, cwd=workload.ROOT)
@@ -189,7 +189,7 @@ def write_markdown(args, phases):
              "Per iteration, after warm-up. Jittor: `jt.profile_scope()` (each kernel timed synchronously); "
              "PyTorch: `torch.profiler`, self CPU time per aten op. Shares are of the summed op time.", ""]
     for phase in phases:
-        j, t = _load(args.out, "jittor", args.model, phase), _load(args.out, "torch", args.model, phase)
+        j, t = _load(args.out, "jittor", args.model, phase), _load(args.out, "pytorch", args.model, phase)
         lines += [f"## {phase}", ""]
         if phase == "train":
             lines += ["Parts: Jittor's backward kernels mostly carry the mark of the forward part they "
@@ -220,8 +220,8 @@ def main(argv=None):
         print(f"jittor {args.model} {phase}: wall {summary['wall_ms']:.0f} ms/iter -> {path}", flush=True)
         for c in summary["categories"][:8]:
             print(f"  {c['category']:<50} {c['ms']:8.1f} ms {100 * c['share']:5.1f}%")
-    if not args.no_torch:
-        _run_torch(args)
+    if not args.no_pytorch:
+        _run_pytorch(args)
     print("wrote", write_markdown(args, phases))
     return 0
 

@@ -64,7 +64,7 @@ def markdown(data):
              f"Load average before/after: {meta['loadavg_start']} / {meta['loadavg_end']}; other processes' "
              f"average CPU use during the run: {_cores(meta.get('other_load_cores'))}. "
              f"Wall time {meta['wall_s']:.0f} s.", ""]
-    tinfo = next((r.get("info") or {} for r in results if r["framework"] == "torch" and r.get("info")), {})
+    tinfo = next((r.get("info") or {} for r in results if r["framework"] == "pytorch" and r.get("info")), {})
     jinfo = next((r.get("info") or {} for r in results if r["framework"] == "jittor" and r.get("info")), {})
     lines += [f"PyTorch {tinfo.get('torch_version', '?')}: {tinfo.get('torch_threads', '?')} intra-op threads, "
               f"{tinfo.get('torch_interop_threads', '?')} inter-op. Jittor {jinfo.get('jittor_version', '?')}: "
@@ -80,7 +80,7 @@ def markdown(data):
               "| torch RSS MB | jittor RSS MB |",
               "|---|---|---|---|---|---|---|---|---|---|---|"]
     for rt in data["ratios"]:
-        t = _find(results, rt["model"], rt["phase"], "torch")
+        t = _find(results, rt["model"], rt["phase"], "pytorch")
         j = _find(results, rt["model"], rt["phase"], "jittor", rt["onednn"])
         ratio = "—" if rt["ratio"] is None else f"{rt['ratio']:.2f}"
         cpu_ratio = "—" if rt.get("cpu_ratio") is None else f"{rt['cpu_ratio']:.2f}"
@@ -129,7 +129,7 @@ def table(data):
     """A compact plain-text table for the console."""
     rows = [("model", "phase", "oneDNN", "torch ms", "jittor ms", "J/T", "CPU J/T", "torch MB", "jittor MB")]
     for rt in data["ratios"]:
-        t = _find(data["results"], rt["model"], rt["phase"], "torch")
+        t = _find(data["results"], rt["model"], rt["phase"], "pytorch")
         j = _find(data["results"], rt["model"], rt["phase"], "jittor", rt["onednn"])
         rows.append((rt["model"], rt["phase"], "on" if rt["onednn"] else "off", _cell(t), _cell(j),
                      "—" if rt["ratio"] is None else f"{rt['ratio']:.2f}",

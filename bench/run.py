@@ -40,7 +40,7 @@ def parse_args(argv=None):
     p.add_argument("--eval-batch", type=int, default=1)
     p.add_argument("--train-batch", type=int, default=2)
     p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS") or 2))
-    p.add_argument("--frameworks", default="torch,jittor")
+    p.add_argument("--frameworks", default="pytorch,jittor")
     p.add_argument("--nomkl-models", default="r18vd", help="models also measured with Jittor's oneDNN off ('' for none)")
     p.add_argument("--nomkl-phases", default="eval", help="phases measured with oneDNN off (a training step takes minutes)")
     p.add_argument("--nomkl-repeats", type=int, default=2, help="timed runs with oneDNN off (no warm-up after the first)")
@@ -118,8 +118,8 @@ def _configs(args, model, phase):
     reps, warm = (args.repeats, args.warmup) if phase == "eval" else (args.train_repeats, args.train_warmup)
     out = []
     for fw in _split(args.frameworks):
-        if fw == "torch":
-            out.append(("torch", None, reps, warm))
+        if fw == "pytorch":
+            out.append(("pytorch", None, reps, warm))
         elif fw == "jittor":
             out.append(("jittor", True, reps, warm))
             if model in _split(args.nomkl_models) and phase in _split(args.nomkl_phases):
@@ -218,7 +218,7 @@ def _ratios(results):
     for r in results:
         if r["framework"] != "jittor":
             continue
-        t = next((x for x in results if x["framework"] == "torch" and (x["model"], x["phase"]) == (r["model"], r["phase"])), None)
+        t = next((x for x in results if x["framework"] == "pytorch" and (x["model"], x["phase"]) == (r["model"], r["phase"])), None)
         tm = t["median_ms"] if t else None
         tc = t.get("cpu_median_ms") if t else None
         out.append({"model": r["model"], "phase": r["phase"], "onednn": r["onednn"], "torch_median_ms": tm,

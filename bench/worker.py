@@ -9,7 +9,7 @@ reports peak resident memory and exits.
 Protocol lines go to a private copy of stdout; everything the frameworks print goes
 to stderr, so nothing can corrupt the protocol.
 
-SPEC keys: framework ('torch'|'jittor'), model, size, phase ('eval'|'train'),
+SPEC keys: framework ('pytorch'|'jittor'), model, size, phase ('eval'|'train'),
 batch, threads, warmup, weights (an .npz path: read, or written by the reference
 when absent), outputs (an .npz path for the eval outputs / first-step losses).
 """
@@ -65,7 +65,7 @@ class _Runner:
         if os.path.exists(path):
             with np.load(path) as z:
                 self.engine.load_weights({k: z[k] for k in z.files})
-        elif self.spec["framework"] == "torch":
+        elif self.spec["framework"] == "pytorch":
             np.savez(path + ".tmp.npz", **self.engine.model_state())
             os.replace(path + ".tmp.npz", path)
 
@@ -134,7 +134,7 @@ class JittorRunner(_Runner):
 
 
 def _serve(spec, send):
-    runner = (TorchRunner if spec["framework"] == "torch" else JittorRunner)(spec)
+    runner = (TorchRunner if spec["framework"] == "pytorch" else JittorRunner)(spec)
     first_ms = runner.step()
     first = runner.last
     warm = [runner.step() for _ in range(int(spec.get("warmup", 1)))]

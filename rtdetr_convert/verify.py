@@ -52,17 +52,22 @@ def compare_outputs(config, torch_state, jittor_state, size=640, seed=0, overrid
     ``jittor_state`` (NumPy, official names) on one seeded input, through the harness.
     ``impose_selection=False`` lets each framework rank its own queries.
     Returns ``({output: max |torch - jittor|}, ranked positions Jittor's own top-k changes)``."""
-    from parity.run import build_pair, make_batch, run_eval_forward
+    import tempfile
+
+    from parity import store
+    from parity.run import build_pair, make_batch, run_passes
     overrides = verify_overrides(config, size, overrides)
     pair = build_pair(config, overrides, random_weights=False)
     pair.weights = dict(torch_state)
     pair.jittor_weight_edits = dict(jittor_state)
     images, _ = make_batch(seed, 1, size, pair.ref.cfg["num_classes"])
-    ref_cap, jt_cap, _ = run_eval_forward(pair, images, force_topk=impose_selection)
-    ref, jtw = ref_cap.by_name(), jt_cap.by_name()
-    diffs = {name: float(np.abs(ref[key].value.astype(np.float64) - jtw[key].value).max())
-             for name, key in OUTPUTS.items()}
-    changed = int((np.asarray(ref[SELECTION].value) != np.asarray(jtw[SELECTION].value)).sum())
+    with tempfile.TemporaryDirectory(prefix="verify-captures-") as directory:
+        run_passes(pair, "eval", images, None, directory, force_topk=impose_selection)
+        ref = store.load_capture(directory, "reference").by_name()
+        jtw = store.load_capture(directory, "jittor").by_name()
+        diffs = {name: float(np.abs(ref[key].value.astype(np.float64) - jtw[key].value).max())
+                 for name, key in OUTPUTS.items()}
+        changed = int((np.asarray(ref[SELECTION].value) != np.asarray(jtw[SELECTION].value)).sum())
     return diffs, changed
 
 

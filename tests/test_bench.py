@@ -27,7 +27,7 @@ def _fake_data():
     res = lambda fw, onednn, times: {  # noqa: E731
         "model": "r18vd", "phase": "eval", "framework": fw, "onednn": onednn, "batch": 1, "size": 64,
         "times_ms": times, **summarize(times), "first_ms": 9.0, "peak_rss_mb": 100.0, "error": None}
-    results = [res("torch", None, [2.0, 2.0]), res("jittor", True, [1.0, 1.0]), res("jittor", False, [])]
+    results = [res("pytorch", None, [2.0, 2.0]), res("jittor", True, [1.0, 1.0]), res("jittor", False, [])]
     results[-1]["error"] = "RuntimeError: boom"
     ratios = [{"model": "r18vd", "phase": "eval", "onednn": o, "torch_median_ms": 2.0,
                "jittor_median_ms": m, "ratio": ratio(m, 2.0), "cpu_ratio": ratio(m, 4.0)}
@@ -109,7 +109,7 @@ def test_bench_run_writes_documented_files(tmp_path):
     data = json.load(open(out / "bench.json"))
     assert all(k in data for k in report.REQUIRED_KEYS)
     assert {(r["phase"], r["framework"]) for r in data["results"]} == {
-        ("eval", "torch"), ("eval", "jittor"), ("train", "torch"), ("train", "jittor")}
+        ("eval", "pytorch"), ("eval", "jittor"), ("train", "pytorch"), ("train", "jittor")}
     for r in data["results"]:
         assert all(k in r for k in report.RESULT_KEYS)
         assert r["error"] is None, r["error"]

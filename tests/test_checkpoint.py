@@ -52,7 +52,7 @@ def batch(seed=0):
     return images, targets
 
 
-SIDES = {"torch": (t_ckpt, lambda: torch.nn.Linear(3, 2)), "jittor": (j_ckpt, lambda: jnn.Linear(3, 2))}
+SIDES = {"pytorch": (t_ckpt, lambda: torch.nn.Linear(3, 2)), "jittor": (j_ckpt, lambda: jnn.Linear(3, 2))}
 
 
 def _state(ckpt_module, model):
@@ -108,10 +108,10 @@ def test_missing_file_is_a_clear_error(tmp_path, side):
 
 # --- another architecture ----------------------------------------------------------------
 
-BUILD = {"torch": reference_pytorch.build, "jittor": rtdetr_jittor.build}
+BUILD = {"pytorch": reference_pytorch.build, "jittor": rtdetr_jittor.build}
 
 
-@pytest.mark.parametrize("writer,reader", [("torch", "torch"), ("jittor", "jittor"), ("torch", "jittor"), ("jittor", "torch")])
+@pytest.mark.parametrize("writer,reader", [("pytorch", "pytorch"), ("jittor", "jittor"), ("pytorch", "jittor"), ("jittor", "pytorch")])
 def test_checkpoint_of_another_architecture_names_keys_and_loads_nothing(tmp_path, writer, reader):
     path = str(tmp_path / "one_layer.ckpt")
     SIDES[writer][0].save_training_checkpoint(path, BUILD[writer](CFG, tiny(1)).model)
@@ -140,7 +140,7 @@ def test_optimizer_state_of_other_groups_is_refused():
 
 # --- resume in the other framework --------------------------------------------------------
 
-ENGINES = {"torch": TorchEngine, "jittor": JittorEngine}
+ENGINES = {"pytorch": TorchEngine, "jittor": JittorEngine}
 
 
 def _engine(side, seed):
@@ -166,7 +166,7 @@ def _assert_arrays_identical(a, b, what):
 GROUP_KEYS = ("names", "lr", "initial_lr", "weight_decay", "betas", "eps")
 
 
-@pytest.mark.parametrize("writer,reader", [("torch", "jittor"), ("jittor", "torch")])
+@pytest.mark.parametrize("writer,reader", [("pytorch", "jittor"), ("jittor", "pytorch")])
 def test_training_checkpoint_resumes_in_the_other_framework(tmp_path, writer, reader):
     images, targets = batch()
     src = _engine(writer, seed=0)
@@ -179,8 +179,7 @@ def test_training_checkpoint_resumes_in_the_other_framework(tmp_path, writer, re
     dst.resume(first)
     dst.save_checkpoint(second, epoch=0, step=2)
     a, b = _read(first), _read(second)
-    assert (a["framework"], b["framework"]) == ({"torch": "pytorch"}.get(writer, writer),
-                                                {"torch": "pytorch"}.get(reader, reader))
+    assert (a["framework"], b["framework"]) == (writer, reader)
     _assert_arrays_identical(a["model"], b["model"], "model")
     _assert_arrays_identical(a["ema"]["module"], b["ema"]["module"], "ema")
     assert a["ema"]["updates"] == b["ema"]["updates"] == 2
@@ -210,7 +209,7 @@ def _adam_steps(engine):
     return {n: s["step"] for n, s in engine.optimizer.state.items()}
 
 
-@pytest.mark.parametrize("side", ["torch", "jittor"])
+@pytest.mark.parametrize("side", ["pytorch", "jittor"])
 def test_resume_in_the_same_framework_continues_bit_for_bit(tmp_path, side):
     """2 steps, save, 1 more step == resume that checkpoint in a new engine, 1 step.
     (Jittor: loaded values are materialised at once; left pending, they were fused into
@@ -230,7 +229,7 @@ def test_resume_in_the_same_framework_continues_bit_for_bit(tmp_path, side):
     _assert_arrays_identical(straight.model_state(use_ema=True), resumed.model_state(use_ema=True), "ema")
 
 
-@pytest.mark.parametrize("side", ["torch", "jittor"])
+@pytest.mark.parametrize("side", ["pytorch", "jittor"])
 def test_engine_seed_fixes_the_initial_weights(side):
     first = ENGINES[side](CFG, tiny(1), seed=3)
     torch.rand(1000), np.random.rand(1000), jt.rand(1000).sync()  # move every global RNG on

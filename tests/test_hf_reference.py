@@ -50,6 +50,7 @@ from reference_pytorch.checkpoint import load_model_state as load_torch
 from reference_pytorch.checkpoint import read_weights as read_torch
 from rtdetr_jittor.checkpoint import load_model_state as load_jittor
 from rtdetr_jittor.checkpoint import read_weights as read_jittor
+import reference_pytorch.backend as reference_backend
 from parity.capture import capture
 from parity.run import build_pair, compare
 from parity.weights import realistic_random_state, torch_shapes
@@ -122,7 +123,7 @@ def run_hf(hf, x):
 
 def run_reference(ref, x, forced):
     with torch.no_grad(), probes.forcing(forced):
-        out, cap = capture(ref, lambda: ref(x), "torch")
+        out, cap = capture(ref, lambda: ref(x), reference_backend)
     rec = cap.by_name()
     stages = {f"backbone.{i}": rec[f"backbone.{i}"].value for i in range(3)}
     stages.update({f"encoder.{i}": rec[f"encoder.{i}"].value for i in range(3)})
@@ -302,6 +303,6 @@ def test_save_pretrained_loads_in_both_twins(tmp_path):
     errors = agreement(pair.ref.model.eval(), hf, images(), torch.float32)
     pair.weights = read_state_dict(path)[0]  # what the harness loads into both before each pass
     assert max(errors.values()) < TOLERANCE[torch.float32], errors
-    results, _, _ = compare(pair, "eval", images())
+    results = compare(pair, "eval", images())
     failed = [f"{r.name}: {r.note}" for r in results if r.verdict == "fail"]
     assert not failed, failed[:10]

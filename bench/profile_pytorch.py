@@ -1,7 +1,7 @@
 """Op-level profile of the PyTorch reference (``torch.profiler``), the comparison for
 ``bench.profile_jittor``: same model, size, inputs and phases; self CPU time per aten op.
 
-``python -m bench.profile_torch --model r18vd --size 640 --phases eval,train``
+``python -m bench.profile_pytorch --model r18vd --size 640 --phases eval,train``
 """
 import sys
 import time
@@ -109,10 +109,10 @@ def profile_phase(args, phase):
 
 
 def main(argv=None):
-    args = parse_args("torch", argv)
+    args = parse_args("pytorch", argv)
     for phase in [p for p in args.phases.split(",") if p]:
         summary = profile_phase(args, phase)
-        path = write_profile(args.out, "torch", args.model, phase, args.size, summary)
+        path = write_profile(args.out, "pytorch", args.model, phase, args.size, summary)
         print(f"torch {args.model} {phase}: wall {summary['wall_ms']:.0f} ms/iter -> {path}", flush=True)
     return 0
 
