@@ -51,13 +51,15 @@ def _named_modules(model):
     return [(n, m) for n, m in model.named_modules() if n]
 
 
-def capture(model, run, backend, inputs_of=(), prefix=""):
+def capture(model, run, backend, inputs_of=(), prefix="", sink=None):
     """Call ``run()`` with hooks on every submodule and a probe recorder; return (result, Capture).
     ``backend``: the model's framework glue (``reference_pytorch.backend`` or
-    ``rtdetr_jittor.backend``). Inputs are kept only for the module paths in ``inputs_of``
-    (they cost as much memory as the outputs, and only the first diverging module's are needed)."""
+    ``rtdetr_jittor.backend``). ``sink``: where records go as they are made (anything with
+    ``append``, e.g. ``parity.store.CaptureWriter``); default a list in the Capture.
+    Inputs are kept only for the module paths in ``inputs_of`` (they cost as much memory
+    as the outputs, and only the first diverging module's are needed)."""
     to_numpy = backend.to_numpy
-    cap = Capture()
+    cap = Capture(records=sink if sink is not None else [])
     calls = {}
 
     def make_hook(path):

@@ -22,7 +22,7 @@ UNPAIRED_MODULES = {
 def judge_captures(ref_cap, jt_cap, registry, floors=None):
     """Judge every tensor of the reference capture against the twin's, in execution order.
     ``floors``: a mapping ``{name: per-element noise floor}`` (float32 runs), see
-    :func:`fold_floor`."""
+    :func:`noise_floors`."""
     jt_by = jt_cap.by_name()
     ref_by = ref_cap.by_name()
     floors = floors if floors is not None else {}
@@ -88,20 +88,26 @@ def gradients_follow_forward(results):
     return results
 
 
-def fold_floor(floors, ref_cap, floor_cap):
-    """Fold one perturbed reference run into ``floors`` (``{name: per-element max of
-    |ref - perturbed|}``, float32) for float tensors; non-finite differences count as 0
-    (a tensor non-finite in the reference is judged by where its non-finite values sit,
-    not by a floor). Returns ``floors``."""
-    other = floor_cap.by_name()
+def noise_floors(ref_cap, floor_caps):
+    """Yield ``(name, per-element max over the perturbed runs of |ref - perturbed|)``
+    (float32), one float tensor at a time; non-finite differences count as 0 (a tensor
+    non-finite in the reference is judged by where its non-finite values sit, not by a
+    floor). Holds one tensor's arrays at a time, so it works on stored captures."""
+    others = [c.by_name() for c in floor_caps]
     for rec in ref_cap.records:
-        o = other.get(rec.name)
-        if o is None or rec.kind == "no-gradient" or o.kind == "no-gradient":
+        if rec.kind == "no-gradient":
             continue
-        ref_value, value = rec.value, o.value
-        if ref_value.dtype.kind != "f" or value.shape != ref_value.shape:
-            continue
-        diff = np.abs(ref_value.astype(np.float64) - value.astype(np.float64))
-        diff = np.where(np.isfinite(diff), diff, 0.0).astype(np.float32)
-        floors[rec.name] = np.maximum(floors[rec.name], diff) if rec.name in floors else diff
-    return floors
+        ref_value, floor = None, None
+        for other in others:
+            o = other.get(rec.name)
+            if o is None or o.kind == "no-gradient":
+                continue
+            ref_value = rec.value if ref_value is None else ref_value
+            value = o.value
+            if ref_value.dtype.kind != "f" or value.shape != ref_value.shape:
+                continue
+            diff = np.abs(ref_value.astype(np.float64) - value.astype(np.float64))
+            diff = np.where(np.isfinite(diff), diff, 0.0).astype(np.float32)
+            floor = diff if floor is None else np.maximum(floor, diff)
+        if floor is not None:
+            yield rec.name, floor

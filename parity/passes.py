@@ -3,8 +3,9 @@ training forward + criterion + backward, in one framework, through its backend.
 
 Each pass starts from the pair's weights (training moves BatchNorm statistics), takes
 its denoising noise and multi-scale size from NumPy generators seeded alike in both
-frameworks, and returns a :class:`parity.capture.Capture` of every module output,
-probe, loss term and gradient. Nothing here judges.
+frameworks, and records every module output, probe, loss term and gradient into a
+:class:`parity.capture.Capture` (or straight to a sink such as
+``parity.store.CaptureWriter``). Nothing here judges.
 """
 import numpy as np
 
@@ -22,7 +23,7 @@ def perturb_one_ulp(images, seed=0):
     return np.nextafter(images, direction).astype(images.dtype)
 
 
-def eval_pass(side, images, inputs_of=()):
+def eval_pass(side, images, inputs_of=(), sink=None):
     """Eval-mode forward and post-processing of ``side`` (a :class:`parity.run.Side`)."""
     backend, built = side.backend, side.built
     sizes = np.array([[images.shape[3], images.shape[2]]] * images.shape[0], images.dtype)
@@ -34,10 +35,10 @@ def eval_pass(side, images, inputs_of=()):
             out = model(backend.from_numpy(images))
             probes.record("output", {"pred_logits": out["pred_logits"], "pred_boxes": out["pred_boxes"]})
             built.postprocessor(out, backend.from_numpy(sizes))
-    return cap.capture(model, run, backend, inputs_of)[1]
+    return cap.capture(model, run, backend, inputs_of, sink=sink)[1]
 
 
-def train_pass(side, images, targets, noise_seed, with_grads, inputs_of=(), multi_scale=None):
+def train_pass(side, images, targets, noise_seed, with_grads, inputs_of=(), multi_scale=None, sink=None):
     """Training forward, criterion (``loss:`` records) and, with ``with_grads``, backward
     (``grad:`` records; a parameter the loss does not reach is a ``no-gradient`` record)."""
     backend, built = side.backend, side.built
@@ -58,7 +59,7 @@ def train_pass(side, images, targets, noise_seed, with_grads, inputs_of=(), mult
         if with_grads:
             extra.extend((f"grad:{n}", g) for n, g in backend.named_gradients(total, model))
 
-    capture = cap.capture(model, run, backend, inputs_of)[1]
+    capture = cap.capture(model, run, backend, inputs_of, sink=sink)[1]
     for name, value in extra:
         if value is None:
             capture.records.append(cap.Record(name, np.array(np.nan, np.float32), name, "no-gradient"))

@@ -28,7 +28,7 @@ from rtdetr_common.validation import validate_images, validate_targets
 
 from . import store
 from .decisions import forced_decisions
-from .judge import fold_floor, judge_captures
+from .judge import judge_captures, noise_floors
 from .passes import eval_pass, perturb_one_ulp, train_pass
 from .tolerances import load_registry
 from .weights import realistic_random_state, torch_shapes
@@ -142,11 +142,11 @@ def make_batch(seed, batch, size, num_classes, gt_counts=None):
 FLOOR_RUNS = 3
 
 
-def _pass(side, mode, images, targets, noise_seed, multi_scale, inputs_of=(), with_grads=True):
+def _pass(side, mode, images, targets, noise_seed, multi_scale, inputs_of=(), with_grads=True, sink=None):
     if mode == "eval":
-        return eval_pass(side, images, inputs_of)
+        return eval_pass(side, images, inputs_of, sink=sink)
     if mode == "train":
-        return train_pass(side, images, targets, noise_seed, with_grads, inputs_of, multi_scale)
+        return train_pass(side, images, targets, noise_seed, with_grads, inputs_of, multi_scale, sink=sink)
     raise ValueError(f"unknown mode {mode!r}")
 
 
@@ -155,23 +155,24 @@ def run_passes(pair, mode, images, targets, directory, noise_seed=0, force_topk=
     """Run the reference, then the twin with the reference's decisions forced (its own
     recorded first), then, with ``measure_floor``, ``FLOOR_RUNS`` reference runs on
     one-ulp-perturbed inputs with the reference's decisions forced, whose element-wise
-    distance from the reference is each tensor's noise floor. Each capture is saved under
-    ``directory`` as soon as it is complete and dropped from memory; returns the run's
+    distance from the reference is each tensor's noise floor. Every record streams to
+    ``directory`` as it is made (no capture is held in memory); returns the run's
     description for ``run.json``."""
-    def one(side, imgs, forced):
-        with probes.forcing(forced):
-            return _pass(side, mode, imgs, targets, noise_seed, multi_scale)
+    def one(side, imgs, forced, name):
+        with probes.forcing(forced), store.CaptureWriter(directory, name) as sink:
+            _pass(side, mode, imgs, targets, noise_seed, multi_scale, sink=sink)
+        return store.load_capture(directory, name)
 
-    store.save_capture(directory, "reference", one(pair.reference, images, {}))
-    ref_cap = store.load_capture(directory, "reference")
-    forced = forced_decisions(ref_cap, jittor_backend, force_topk, force_matcher, pair.dtype == "float64")
-    store.save_capture(directory, "jittor", one(pair.twin, images, forced))
-    floors = {}
-    for seed in range(FLOOR_RUNS if measure_floor else 0):
-        forced = forced_decisions(ref_cap, reference_backend, True, mode == "train")
-        fold_floor(floors, ref_cap, one(pair.reference, perturb_one_ulp(images, seed), forced))
+    ref_cap = one(pair.reference, images, {}, "reference")
+    one(pair.twin, images, forced_decisions(ref_cap, jittor_backend, force_topk, force_matcher,
+                                            pair.dtype == "float64"), "jittor")
+    runs = [one(pair.reference, perturb_one_ulp(images, seed),
+                forced_decisions(ref_cap, reference_backend, True, mode == "train"), f"perturbed{seed}")
+            for seed in range(FLOOR_RUNS if measure_floor else 0)]
     if measure_floor:
-        store.save_floors(directory, "floor", floors)
+        store.save_floors(directory, "floor", noise_floors(ref_cap, runs))
+        for seed in range(FLOOR_RUNS):
+            store.remove_capture(directory, f"perturbed{seed}")
     return {"passes": [{"reference": "reference", "twin": "jittor", "floor": "floor" if measure_floor else None}]}
 
 

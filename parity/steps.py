@@ -33,7 +33,7 @@ from rtdetr_common.noise import NumpyDenoisingNoise, NumpySizeSampler
 
 from . import store
 from .decisions import FLOAT32_CONSTANTS, ForcedSequence, as_tensor_of
-from .judge import fold_floor
+from .judge import noise_floors
 from .passes import perturb_one_ulp
 
 
@@ -126,12 +126,11 @@ def run_steps(pair, batches, steps, noise_seed=0, registry=None, floor_runs=2, m
             b = jts.snapshot(k, *jts.step(images, targets, forced))
             names = {"reference": f"step{k}_reference", "twin": f"step{k}_jittor", "floor": None}
             if floor_trainers:
-                floors, ref_cap = {}, store.capture_from_arrays(a)
-                for run, trainer in enumerate(floor_trainers):
-                    perturbed = perturb_one_ulp(images, seed=1000 * run + k)
-                    fold_floor(floors, ref_cap, store.capture_from_arrays(trainer.snapshot(k, *trainer.step(perturbed, targets))))
+                perturbed = [store.capture_from_arrays(t.snapshot(k, *t.step(perturb_one_ulp(images, 1000 * run + k),
+                                                                              targets)))
+                             for run, t in enumerate(floor_trainers)]
                 names["floor"] = f"step{k}_floor"
-                store.save_floors(directory, names["floor"], floors)
+                store.save_floors(directory, names["floor"], noise_floors(store.capture_from_arrays(a), perturbed))
             store.save_capture(directory, names["reference"], store.capture_from_arrays(a))
             store.save_capture(directory, names["twin"], store.capture_from_arrays(b))
             passes.append(names)

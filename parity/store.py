@@ -1,23 +1,57 @@
 """Captures on disk: one ``.npz`` per pass, so judging runs offline and memory holds
-one pass at a time.
+no capture at all.
 
 A capture is written as ``<name>.npz`` (arrays keyed ``r0``, ``r1``... in record
-order) and ``<name>.json`` (each record's name, module and kind). ``load_capture``
-gives the records back with their arrays read from disk only when asked for, so
-judging a whole model holds about one tensor pair in memory. A run directory holds
-the captures of every pass and ``run.json`` (what ``python -m parity judge`` needs to
-judge it again under another tolerance file).
+order) and ``<name>.json`` (each record's name, module and kind). A
+:class:`CaptureWriter` streams each record to disk the moment it is recorded, so a
+pass holds only what its framework needs; ``load_capture`` gives the records back
+with their arrays read from disk only when asked for, so judging a whole model holds
+about one tensor pair in memory. A run directory holds the captures of every pass and
+``run.json`` (what ``python -m parity judge`` needs to judge it again under another
+tolerance file).
 """
 import json
 import os
+import zipfile
 
 import numpy as np
 
-from rtdetr_common.files import write_atomic, write_text_atomic
+from rtdetr_common.files import write_text_atomic
 
 from .capture import Capture, Record
 
 RUN_FILE = "run.json"
+
+
+class CaptureWriter:
+    """A sink for :func:`parity.capture.capture`: ``append(record)`` writes the record's
+    array into ``directory/name.npz`` at once and keeps only its name, module and kind.
+    Used as a context manager; the files appear (atomically) when it closes cleanly."""
+
+    def __init__(self, directory, name):
+        os.makedirs(directory, exist_ok=True)
+        self.path = os.path.join(directory, f"{name}.npz")
+        self.index_path = os.path.join(directory, f"{name}.json")
+        self._tmp = os.path.join(directory, f".{name}.npz.partial")
+        self._zip = zipfile.ZipFile(self._tmp, "w", allowZip64=True)
+        self.index = []
+
+    def append(self, record):
+        with self._zip.open(f"r{len(self.index)}.npy", "w", force_zip64=True) as handle:
+            np.lib.format.write_array(handle, np.asarray(record.value), allow_pickle=False)
+        self.index.append([record.name, record.module, record.kind])
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *rest):
+        self._zip.close()
+        if exc_type is not None:
+            os.remove(self._tmp)
+            return False
+        os.replace(self._tmp, self.path)
+        write_text_atomic(self.index_path, json.dumps(self.index))
+        return False
 
 
 class StoredRecord:
@@ -35,14 +69,10 @@ class StoredRecord:
 
 
 def save_capture(directory, name, capture):
-    """Write ``capture`` as ``directory/name.npz`` + ``.json``; returns the npz path."""
-    os.makedirs(directory, exist_ok=True)
-    path = os.path.join(directory, f"{name}.npz")
-    arrays = {f"r{i}": np.asarray(r.value) for i, r in enumerate(capture.records)}
-    write_atomic(path, lambda handle: np.savez(handle, **arrays), binary=True)
-    index = [[r.name, r.module, r.kind] for r in capture.records]
-    write_text_atomic(os.path.join(directory, f"{name}.json"), json.dumps(index))
-    return path
+    """Write an in-memory ``capture`` as ``directory/name.npz`` + ``.json``."""
+    with CaptureWriter(directory, name) as writer:
+        for record in capture.records:
+            writer.append(record)
 
 
 def load_capture(directory, name):
@@ -59,13 +89,17 @@ def capture_from_arrays(arrays, kind="extra"):
 
 
 def save_floors(directory, name, floors):
-    """``{tensor name: per-element floor}`` as ``directory/name.npz``."""
-    os.makedirs(directory, exist_ok=True)
-    path = os.path.join(directory, f"{name}.npz")
-    names = list(floors)
-    write_atomic(path, lambda handle: np.savez(handle, **{f"f{i}": floors[n] for i, n in enumerate(names)}), binary=True)
-    write_text_atomic(os.path.join(directory, f"{name}.json"), json.dumps(names))
-    return path
+    """``{tensor name: per-element floor}`` (a dict, or an iterable of pairs computed one
+    at a time) as a capture ``directory/name``."""
+    items = floors.items() if isinstance(floors, dict) else floors
+    with CaptureWriter(directory, name) as writer:
+        for tensor, floor in items:
+            writer.append(Record(tensor, floor, tensor, "floor"))
+
+
+def remove_capture(directory, name):
+    for suffix in (".npz", ".json"):
+        os.remove(os.path.join(directory, name + suffix))
 
 
 class StoredFloors:
@@ -73,7 +107,7 @@ class StoredFloors:
 
     def __init__(self, directory, name):
         with open(os.path.join(directory, f"{name}.json")) as f:
-            self._keys = {n: f"f{i}" for i, n in enumerate(json.load(f))}
+            self._keys = {n: f"r{i}" for i, (n, _, _) in enumerate(json.load(f))}
         self._archive = np.load(os.path.join(directory, f"{name}.npz"), allow_pickle=False)
 
     def get(self, name, default=None):
