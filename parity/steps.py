@@ -28,8 +28,9 @@ import tempfile
 import numpy as np
 
 from rtdetr_common import probes
-from rtdetr_common.lr_schedule import build_lr_schedule
+from rtdetr_common.engine import build_training
 from rtdetr_common.noise import NumpyDenoisingNoise, NumpySizeSampler
+from rtdetr_common.training import TrainingSettings
 
 from . import store
 from .decisions import FLOAT32_CONSTANTS, ForcedSequence, as_tensor_of
@@ -45,11 +46,8 @@ class _Trainer:
         self.built = built = side.built
         cfg = built.cfg
         backend.set_mode(built.model, True)
-        self.optimizer = backend.build_optimizer(cfg["optimizer"], built.model)
-        ema_cfg = {k: v for k, v in (cfg.get("ema") or {}).items() if k != "type"}
-        self.ema = backend.ModelEMA(built.model, **ema_cfg)
-        self.schedule = build_lr_schedule(cfg, self.optimizer)
-        self.clip = float(cfg.get("clip_max_norm", 0.0) or 0.0)
+        self.optimizer, self.ema, self.schedule = build_training(backend, cfg, built.model, with_ema=True)
+        self.clip = TrainingSettings.from_config(cfg).clip_max_norm
         built.model.decoder.denoising_noise = NumpyDenoisingNoise(noise_seed)
         built.model.size_sampler = NumpySizeSampler(noise_seed)
         built.model.multi_scale = list(multi_scale) if multi_scale else None

@@ -10,12 +10,12 @@ import numpy as np
 import torch
 
 from . import build  # noqa: F401  (part of the interface: build(config, overrides))
-from .checkpoint import load_model_state, model_state_numpy, optimizer_state_numpy  # noqa: F401
+from .checkpoint import (load_model_state, load_training_checkpoint, model_state_numpy,  # noqa: F401
+                         optimizer_state_numpy, read_weights, save_training_checkpoint)
 from .optim.ema import ModelEMA  # noqa: F401
 from .optim.optim import build_optimizer, optimizer_update  # noqa: F401
 
 NAME = "pytorch"
-
 
 
 def to_numpy(value):
@@ -69,3 +69,16 @@ def named_gradients(loss, model):
 
 def sync():
     """Wait for pending computation (eager on CPU: nothing to wait for)."""
+
+
+def manual_seed(seed):
+    """Seed the framework's global generator (initial weights, dropout)."""
+    torch.manual_seed(seed)
+
+
+def materialize(model):
+    """Compute whatever the model's construction left pending (eager: nothing)."""
+
+
+def release_memory():
+    """Hand cached memory back between epochs (torch's CPU allocator keeps nothing)."""

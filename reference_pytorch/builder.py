@@ -1,8 +1,6 @@
-"""Build the model, criterion and post-processor from an official-format YAML config."""
-from dataclasses import dataclass, field
-
-from rtdetr_common.config import load_config
-from rtdetr_common.instantiate import instantiate
+"""The reference's classes by config name; ``build`` makes model, criterion and post-processor
+from an official-format YAML config (``rtdetr_common.build``)."""
+from rtdetr_common.build import build_from_registry
 
 from .backbone.presnet import PResNet
 from .rtdetr.hybrid_encoder import HybridEncoder
@@ -17,21 +15,6 @@ REGISTRY = {cls.__name__: cls for cls in (
     SetCriterion, HungarianMatcher, RTDETRPostProcessor)}
 
 
-@dataclass
-class Built:
-    """What ``build`` returns: the three objects and the resolved config."""
-    model: object
-    criterion: object
-    postprocessor: object
-    cfg: dict = field(repr=False)
-
-
 def build(config_path, overrides=None):
     """Build from ``config_path`` with ``overrides`` (nested dict) merged over the YAML."""
-    cfg = load_config(config_path, overrides)
-    return Built(
-        model=instantiate(cfg, REGISTRY, cfg["model"]),
-        criterion=instantiate(cfg, REGISTRY, cfg["criterion"]),
-        postprocessor=instantiate(cfg, REGISTRY, cfg["postprocessor"]),
-        cfg=cfg,
-    )
+    return build_from_registry(REGISTRY, config_path, overrides)

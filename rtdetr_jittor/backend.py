@@ -11,13 +11,13 @@ import numpy as np
 from rtdetr_jittor._env import jt
 
 from . import build  # noqa: F401  (part of the interface: build(config, overrides))
-from .checkpoint import load_model_state, model_state_numpy  # noqa: F401
+from .checkpoint import (load_model_state, load_training_checkpoint, model_state_numpy,  # noqa: F401
+                         read_weights, save_training_checkpoint)
 from .compat import trainable_named_parameters
 from .optim.ema import ModelEMA  # noqa: F401
 from .optim.optim import build_optimizer, has_consumers, optimizer_update  # noqa: F401
 
 NAME = "jittor"
-
 
 
 def to_numpy(value):
@@ -82,3 +82,19 @@ def optimizer_state_numpy(optimizer):
 def sync():
     """Wait for pending computation."""
     jt.sync_all()
+
+
+def manual_seed(seed):
+    """Seed the framework's global generator (initial weights, dropout)."""
+    jt.set_global_seed(seed)
+
+
+def materialize(model):
+    """Compute the initial weights now: Jittor draws them when they are first computed,
+    which must happen under the seed the caller just set."""
+    jt.sync(list(model.state_dict().values()))
+
+
+def release_memory():
+    """Hand Jittor's cached memory back between epochs."""
+    jt.gc()
