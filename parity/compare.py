@@ -547,7 +547,7 @@ def compare_floor(name, ref, test, floor, factor, atol=0.0, rtol=0.0, cap=None, 
     ref_finite = np.abs(ref64[finite])
     ref_norm = float(np.linalg.norm(ref_finite))
     diff_norm = float(np.linalg.norm(difference))
-    metrics = {"max_abs": max_abs, "floor": max_floor, "floor_rel": floor_rel, "over_floor": over_floor,
+    metrics = {"max_abs": max_abs, "scale": scale, "floor": max_floor, "floor_rel": floor_rel, "over_floor": over_floor,
                "mean_abs": float(difference.mean()) if difference.size else 0.0,
                "max_rel": float((difference / (ref_finite + REL_DENOM_EPS)).max()) if difference.size else 0.0,
                "rel_norm": float(_ratio(diff_norm, ref_norm)),

@@ -40,6 +40,11 @@ class Pair:
     jittor_weight_edits: dict = field(default_factory=dict, repr=False)  # planted-bug tests only
     dtype: str = "float32"
     overrides: dict = None
+    weights_kind: str = "random"  # "trained" for weights read from a file: selects the tolerance rules
+
+    def registry(self):
+        """The tolerance registry of this pair's dtype and kind of weights."""
+        return load_registry(dtype=self.dtype, weights=self.weights_kind)
 
     def fresh_reference(self):
         """Another reference model built from the same config, holding the pair's weights."""
@@ -62,10 +67,12 @@ class Pair:
         return {**self.weights, **self.jittor_weight_edits}
 
 
-def build_pair(config, overrides=None, weight_seed=0, random_weights=True, dtype="float32"):
+def build_pair(config, overrides=None, weight_seed=0, random_weights=True, dtype="float32", weights=None):
     """``dtype="float64"`` runs both twins in double precision: float32 rounding then no
     longer decides which side of a ReLU or sampling-cell kink a value falls on, so
-    whole-model gradients can be compared to the issue's 1e-4 relative target."""
+    whole-model gradients can be compared to the issue's 1e-4 relative target.
+    ``weights``: a state_dict of NumPy arrays (trained weights) loaded into both, with
+    strict key and shape checks (``StateDictError``), instead of random ones."""
     import reference_pytorch
     import rtdetr_jittor
     if dtype not in ("float32", "float64"):
@@ -75,13 +82,17 @@ def build_pair(config, overrides=None, weight_seed=0, random_weights=True, dtype
     if dtype == "float64":
         ref.model.double()
         jtb.model.float64()
-    if random_weights:
+    if weights is not None:
+        state = {name: np.asarray(value) for name, value in weights.items()}
+        load_into_torch(ref.model, state)
+    elif random_weights:
         state = realistic_random_state(torch_shapes(ref.model), weight_seed)
         load_into_torch(ref.model, state)
     else:
         state = {k: v.detach().numpy().copy() for k, v in ref.model.state_dict().items()}
     load_into_jittor(jtb.model, state)
-    return Pair(config, ref, jtb, state, dtype=dtype, overrides=overrides)
+    return Pair(config, ref, jtb, state, dtype=dtype, overrides=overrides,
+                weights_kind="trained" if weights is not None else "random")
 
 
 def image_size(size):
@@ -283,8 +294,11 @@ def perturb_one_ulp(images, seed=0):
     return np.nextafter(images, direction).astype(images.dtype)
 
 
-def _eval_pass(pair, framework, images, inputs_of=()):
-    sizes = np.array([[images.shape[3], images.shape[2]]] * images.shape[0], images.dtype)
+def _eval_pass(pair, framework, images, inputs_of=(), orig_sizes=None):
+    """``orig_sizes``: (B, 2) [width, height] the post-processor scales boxes to (default:
+    the input's own size)."""
+    sizes = (np.array([[images.shape[3], images.shape[2]]] * images.shape[0], images.dtype) if orig_sizes is None
+             else np.asarray(orig_sizes, images.dtype).reshape(-1, 2))
     if framework == "torch":
         load_into_torch(pair.ref.model, pair.weights)
     else:
@@ -364,17 +378,24 @@ def _train_pass(pair, framework, images, targets, noise_seed, with_grads, inputs
     return capture
 
 
-def run_eval_forward(pair, images, force_topk=True, measure_floor=False):
-    """Eval-mode forward and post-processing in both frameworks.
+def run_eval_forward(pair, images, force_topk=True, measure_floor=False, orig_sizes=None):
+    """Eval-mode forward and post-processing in both frameworks (boxes scaled to
+    ``orig_sizes``, default the input's size).
     Returns (reference capture, twin capture, list of floor captures)."""
-    ref_cap = _eval_pass(pair, "torch", images)
+    ref_cap = _eval_pass(pair, "torch", images, orig_sizes=orig_sizes)
     with probes.forcing(_forced_decisions(ref_cap, force_topk, False, pair.dtype == "float64")):
-        jt_cap = _eval_pass(pair, "jittor", images)
+        jt_cap = _eval_pass(pair, "jittor", images, orig_sizes=orig_sizes)
     floor_caps = []
     for seed in range(FLOOR_RUNS if measure_floor else 0):
         with probes.forcing(_forced_decisions(ref_cap, True, False)):
-            floor_caps.append(_eval_pass(pair, "torch", perturb_one_ulp(images, seed)))
+            floor_caps.append(_eval_pass(pair, "torch", perturb_one_ulp(images, seed), orig_sizes=orig_sizes))
     return ref_cap, jt_cap, floor_caps
+
+
+def own_eval_pass(pair, framework, images, orig_sizes=None):
+    """One framework's eval forward and post-processing on its own decisions (nothing
+    forced): the detections a user of that framework gets. Returns its capture."""
+    return _eval_pass(pair, framework, pair.cast_inputs(images)[0], orig_sizes=orig_sizes)
 
 
 def run_train_forward(pair, images, targets, noise_seed=0, force_topk=True, force_matcher=False,
@@ -461,16 +482,17 @@ def check_inputs(pair, images, targets=None):
 
 
 def compare(pair, mode, images, targets=None, noise_seed=0, force_topk=True, force_matcher=False,
-            measure_floor=None, registry=None, multi_scale=None):
-    """Run ``mode`` ('eval' or 'train') and judge with the registry of the pair's dtype;
-    returns (results, ref_capture, jt_capture). The reference's noise floor is measured
-    for float32 pairs unless ``measure_floor`` says otherwise."""
-    registry = registry or load_registry(dtype=pair.dtype)
+            measure_floor=None, registry=None, multi_scale=None, orig_sizes=None):
+    """Run ``mode`` ('eval' or 'train') and judge with the registry of the pair's dtype
+    and weights; returns (results, ref_capture, jt_capture). The reference's noise floor
+    is measured for float32 pairs unless ``measure_floor`` says otherwise. ``orig_sizes``
+    (eval): the [width, height] per image the post-processor scales boxes to."""
+    registry = registry or pair.registry()
     measure_floor = pair.dtype == "float32" if measure_floor is None else measure_floor
     images, targets = pair.cast_inputs(images, targets)
     check_inputs(pair, images, targets)
     if mode == "eval":
-        ref_cap, jt_cap, floor_caps = run_eval_forward(pair, images, force_topk, measure_floor)
+        ref_cap, jt_cap, floor_caps = run_eval_forward(pair, images, force_topk, measure_floor, orig_sizes)
     elif mode == "train":
         ref_cap, jt_cap, floor_caps = run_train_forward(pair, images, targets, noise_seed, force_topk, force_matcher,
                                                         measure_floor=measure_floor, multi_scale=multi_scale)

@@ -138,8 +138,7 @@ def _judge_state(registry, ref_state, twin_state, floors):
 def run_steps(pair, batches, steps, noise_seed=0, registry=None, floor_runs=2, multi_scale=None):
     """Train both twins ``steps`` steps; return (results, per-step drift table).
     ``floor_runs`` applies to float32 pairs only (float64 is judged without a floor)."""
-    from .tolerances import load_registry
-    registry = registry or load_registry(dtype=pair.dtype)
+    registry = registry or pair.registry()
     floor_runs = floor_runs if pair.dtype == "float32" else 0
     load_into_torch(pair.ref.model, pair.weights)  # earlier passes moved BatchNorm statistics
     load_into_jittor(pair.jt.model, pair.jittor_weights())

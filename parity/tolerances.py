@@ -19,6 +19,12 @@ on a qualified tensor name to one of four kinds of threshold, always with a ``re
 The first matching rule wins. Integer and boolean arrays are always compared
 exactly, whatever rule matches their name.
 
+A rule may carry ``weights: trained`` (or ``random``): it then takes part only in runs
+on that kind of weights (``load_registry(weights=...)``; a pair built from a weights
+file is a trained-weight run). Trained weights are not chaotic, so their float32 noise
+floor is far smaller and their rules far tighter; they sit in the same ordered list,
+just above the general rule they tighten, and a report names them ``PATTERN [weights: trained]``.
+
 Qualified names: module outputs are plain module paths (``decoder.dec_bbox_head.2``);
 other tensors carry a prefix: ``probe:``, ``loss:``, ``grad:``, and after optimizer
 step k ``step{k}:param:``, ``step{k}:ema:``, ``step{k}:exp_avg:`` and the like.
@@ -35,8 +41,9 @@ from parity.compare import FLOOR_BLOCK, compare_exact, compare_float, compare_fl
 
 DEFAULT_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tolerances.yaml")
 
-_ALLOWED_KEYS = {"pattern", "atol", "rtol", "relative_to", "rel", "exact", "floor", "cap", "block", "reason"}
+_ALLOWED_KEYS = {"pattern", "atol", "rtol", "relative_to", "rel", "exact", "floor", "cap", "block", "reason", "weights"}
 DTYPES = ("float32", "float64")
+WEIGHTS = ("random", "trained")
 
 
 class ToleranceConfigError(ValueError):
@@ -56,6 +63,12 @@ class Rule:
     cap: Optional[float] = None
     block: object = FLOOR_BLOCK  # elements per floor block, or "tensor"
     relative_to: str = "element"
+    weights: Optional[str] = None  # None: every run; "trained" or "random": runs on those weights only
+
+    @property
+    def name(self):
+        """The pattern, and the kind of weights the rule is limited to (what reports show)."""
+        return self.pattern + (f" [weights: {self.weights}]" if self.weights else "")
 
     @property
     def kind(self):
@@ -94,6 +107,8 @@ class Rule:
             entry.update(atol=self.atol, rtol=self.rtol)
             if self.relative_to != "element":
                 entry["relative_to"] = self.relative_to
+        if self.weights:
+            entry["weights"] = self.weights
         entry["reason"] = self.reason
         return entry
 
@@ -125,6 +140,15 @@ def parse_rule(entry, where="rule"):
     reason = entry.get("reason")
     if not isinstance(reason, str) or not reason.strip():
         raise ToleranceConfigError(f"{where}: every rule needs a non-empty 'reason'")
+    weights = entry.get("weights")
+    if weights is not None and weights not in WEIGHTS:
+        raise ToleranceConfigError(f"{where}: weights must be one of {WEIGHTS}, got {weights!r}")
+    entry = {k: v for k, v in entry.items() if k != "weights"}
+    return dataclasses.replace(_parse_thresholds(entry, pattern, reason, where), weights=weights)
+
+
+def _parse_thresholds(entry, pattern, reason, where):
+    """The :class:`Rule` of one entry's thresholds (pattern and reason already checked)."""
 
     if "floor" in entry:
         if set(entry) - {"pattern", "floor", "cap", "block", "atol", "rtol", "reason"}:
@@ -174,15 +198,19 @@ class Registry:
         return cls(parse_rule(entry, f"rule {i}") for i, entry in enumerate(entries))
 
     @classmethod
-    def from_yaml(cls, path=DEFAULT_PATH, dtype="float32"):
-        """The rules of the ``dtype`` verdict (``float32`` or ``float64``) in ``path``."""
+    def from_yaml(cls, path=DEFAULT_PATH, dtype="float32", weights="random"):
+        """The rules of the ``dtype`` verdict (``float32`` or ``float64``) in ``path`` that
+        apply to runs on ``weights`` (``random`` or ``trained``)."""
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, not {dtype!r}")
+        if weights not in WEIGHTS:
+            raise ValueError(f"weights must be one of {WEIGHTS}, not {weights!r}")
         with open(path) as handle:
             document = yaml.safe_load(handle)
         if not isinstance(document, dict) or dtype not in document:
             raise ToleranceConfigError(f"{path}: expected a top-level '{dtype}:' list of rules")
-        return cls.from_entries(document[dtype])
+        rules = cls.from_entries(document[dtype]).rules
+        return cls(rule for rule in rules if rule.weights in (None, weights))
 
     def lookup(self, name, with_floor=False):
         """The first rule whose pattern matches ``name``; LookupError if none does.
@@ -212,11 +240,12 @@ class Registry:
                                    block)
         else:
             result = compare_float(name, ref, test, rule.atol, rule.rtol, rule.relative_to)
-        result.rule = rule.pattern
+        result.rule = rule.name
         result.reason = rule.reason
         return result
 
 
-def load_registry(path=None, dtype="float32"):
-    """The ``dtype`` verdict's registry from ``path`` (default: ``parity/tolerances.yaml``)."""
-    return Registry.from_yaml(path or DEFAULT_PATH, dtype)
+def load_registry(path=None, dtype="float32", weights="random"):
+    """The ``dtype`` verdict's registry for runs on ``weights`` (``random`` or ``trained``)
+    from ``path`` (default: ``parity/tolerances.yaml``)."""
+    return Registry.from_yaml(path or DEFAULT_PATH, dtype, weights)
