@@ -46,7 +46,10 @@ class Detections:
 
     def entry(self, i):
         return {"label": int(self.labels[i]), "score": float(self.scores[i]),
-                "box_xyxy": [round(float(v), 3) for v in self.boxes[i]]}
+                "box_xyxy": [float(v) for v in self.boxes[i]]}
+
+    def entries(self):
+        return [self.entry(i) for i in range(len(self))]
 
 
 def box_iou(a, b):
@@ -88,7 +91,7 @@ def agreement(ref, test, image_size, box_tol=BOX_TOL_PX.value, box_rtol=BOX_RTOL
     unmatched = {}
     for side, own, other, paired in (("reference", ref, test, {i for i, _ in pairs}),
                                      ("jittor", test, ref, {j for _, j in pairs})):
-        cutoff = float(other.scores.min()) if len(other) else np.inf
+        cutoff = float(other.scores.min()) if len(other) else -np.inf  # an empty side has no cut-off
         unmatched[side] = [{**own.entry(k), "at_cutoff": bool(own.scores[k] <= cutoff + score_tol)}
                            for k in range(len(own)) if k not in paired]
     problems = []

@@ -11,6 +11,7 @@ framework gives a user (``parity.detections``: matched box by box in pixels of t
 original image); on a COCO root also each framework's COCO AP and their difference.
 The report (``parity.user_report``) goes to ``<out>/parity/<run>/`` and into the index.
 """
+import json
 import os
 import sys
 import time
@@ -19,6 +20,7 @@ import numpy as np
 
 from rtdetr_common.checkpoint_io import StateDictError
 from rtdetr_common.errors import ImageError
+from rtdetr_common.files import write_text_atomic
 
 from .detections import Detections, agreement
 from .run import TOPK_SCORES, build_pair, compare, own_eval_pass
@@ -95,11 +97,11 @@ def _progress(text):
 
 
 def run_user_data(pair, image_set, run_dir, score_threshold=0.3, log=_progress):
-    """Compare every image of ``image_set``; write the per-image tensor reports and the
-    drawings under ``run_dir``; return the per-image rows, the COCO AP figures (COCO root
+    """Compare every image of ``image_set``; write the per-image tensor reports, the
+    drawings and both frameworks' detections (``detections.json``) under ``run_dir``; return the per-image rows, the COCO AP figures (COCO root
     only, else None) and the unreadable images skipped."""
     from .user_report import write_image_outputs
-    rows, skipped, image_ids = [], [], []
+    rows, skipped, image_ids, listed = [], [], [], {}
     detections = {"reference": [], "jittor": []}
     total = len(image_set)
     for i in range(total):
@@ -118,12 +120,14 @@ def run_user_data(pair, image_set, run_dir, score_threshold=0.3, log=_progress):
         rows.append(row)
         detections["reference"].append(ref_det)
         detections["jittor"].append(jt_det)
+        listed[image.name] = {"reference": ref_det.entries(), "jittor": jt_det.entries()}
         if image.image_id is not None:
             image_ids.append(image.image_id)
         log(f"image {i + 1}/{total} {image.name}: tensors {row['verdict']} ({row['tensors']['failed']} failed, "
             f"{row['tensors']['not_judgeable']} not judgeable of {row['tensors']['total']}); detections "
             f"{'agree' if agreed['agree'] else 'DISAGREE'} ({agreed['matched']}/{agreed['reference']} matched, "
             f"box {agreed['max_box_diff_px']:.2g} px, score {agreed['max_score_diff']:.2g}) in {row['seconds']} s")
+    write_text_atomic(os.path.join(run_dir, "detections.json"), json.dumps(listed))
     coco = coco_ap(image_set, detections, image_ids) if image_set.dataset is not None and image_ids else None
     return rows, coco, skipped
 

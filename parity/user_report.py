@@ -1,5 +1,6 @@
 """The report of a user-data comparison: ``<run>/report.md`` (readable in a minute),
-``<run>/summary.json`` (every figure), and per image ``<run>/images/<image>/report.md``
+``<run>/summary.json`` (every figure), ``<run>/detections.json`` (both frameworks'
+detections per image, written by ``parity.user_data``), and per image ``<run>/images/<image>/report.md``
 (the tensor-by-tensor report, ``parity.report``) and ``<run>/<image>_detections.png``
 (both frameworks' detections drawn over each other). Schema: ``parity/schema.md``
 ("User-data runs")."""
