@@ -19,7 +19,7 @@ export OMP_NUM_THREADS ?= 2
 export OMP_WAIT_POLICY ?= PASSIVE
 TIME = scripts/timed.sh
 
-.PHONY: setup test parity gates bench report clean
+.PHONY: setup test parity gates bench report trained-fixture clean
 
 setup: $(VENV)/.ready
 
@@ -42,6 +42,9 @@ gates: setup
 
 bench: setup
 	@$(TIME) "benchmarks" $(VPY) -m bench.run
+
+trained-fixture: setup
+	@$(TIME) "trained weights (fixtures/trained/, cached in ~/.cache/rtdetr/trained/)" $(VPY) -m parity.trained
 
 report: setup
 	@$(TIME) "render latest parity report" $(VPY) -m parity report --latest

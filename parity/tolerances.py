@@ -14,7 +14,9 @@ on a qualified tensor name to one of four kinds of threshold, always with a ``re
 * ``{floor, cap, atol, rtol}`` within ``floor`` times the reference's own noise floor
   per element block (its change under a one-ulp input perturbation), via
   :func:`parity.compare.compare_floor`; a tensor whose floor exceeds ``cap`` times its
-  scale is not judgeable in float32; used only when that floor was measured
+  scale is not judgeable in float32; used only when that floor was measured;
+  ``norm_rel`` lets a localised change (a kink flipped by rounding) pass within that
+  norm-wise budget
 
 The first matching rule wins. Integer and boolean arrays are always compared
 exactly, whatever rule matches their name.
@@ -41,7 +43,8 @@ from parity.compare import FLOOR_BLOCK, compare_exact, compare_float, compare_fl
 
 DEFAULT_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tolerances.yaml")
 
-_ALLOWED_KEYS = {"pattern", "atol", "rtol", "relative_to", "rel", "exact", "floor", "cap", "block", "reason", "weights"}
+_ALLOWED_KEYS = {"pattern", "atol", "rtol", "relative_to", "rel", "exact", "floor", "cap", "block", "norm_rel",
+                 "reason", "weights"}
 DTYPES = ("float32", "float64")
 WEIGHTS = ("random", "trained")
 
@@ -62,6 +65,7 @@ class Rule:
     floor: Optional[float] = None
     cap: Optional[float] = None
     block: object = FLOOR_BLOCK  # elements per floor block, or "tensor"
+    norm_rel: Optional[float] = None  # floor rules: norm-wise budget for a localised change (a kink flip)
     relative_to: str = "element"
     weights: Optional[str] = None  # None: every run; "trained" or "random": runs on those weights only
 
@@ -92,7 +96,8 @@ class Rule:
             return f"rel {self.rel:g} (norm-wise)"
         if self.kind == "floor":
             return (f"{self.floor:g} x reference noise floor per {self.block}-element block + atol {self.atol or 0:g} + rtol "
-                    f"{self.rtol or 0:g} x max|ref|; not judgeable when the floor exceeds {self.cap:g} x max|ref|")
+                    f"{self.rtol or 0:g} x max|ref|; not judgeable when the floor exceeds {self.cap:g} x max|ref|"
+                    + (f"; a localised change passes within {self.norm_rel:g} norm-wise" if self.norm_rel else ""))
         return f"atol {self.atol:g}, rtol {self.rtol:g}" + (" x max|ref|" if self.relative_to == "max" else "")
 
     def to_dict(self):
@@ -103,6 +108,8 @@ class Rule:
             entry["rel"] = self.rel
         elif self.kind == "floor":
             entry.update(floor=self.floor, cap=self.cap, block=self.block, atol=self.atol or 0.0, rtol=self.rtol or 0.0)
+            if self.norm_rel is not None:
+                entry["norm_rel"] = self.norm_rel
         else:
             entry.update(atol=self.atol, rtol=self.rtol)
             if self.relative_to != "element":
@@ -151,8 +158,9 @@ def _parse_thresholds(entry, pattern, reason, where):
     """The :class:`Rule` of one entry's thresholds (pattern and reason already checked)."""
 
     if "floor" in entry:
-        if set(entry) - {"pattern", "floor", "cap", "block", "atol", "rtol", "reason"}:
-            raise ToleranceConfigError(f"{where}: a floor rule takes only 'floor', 'cap', 'block', 'atol' and 'rtol'")
+        if set(entry) - {"pattern", "floor", "cap", "block", "atol", "rtol", "norm_rel", "reason"}:
+            raise ToleranceConfigError(f"{where}: a floor rule takes only 'floor', 'cap', 'block', 'atol', 'rtol' "
+                                       "and 'norm_rel'")
         block = entry.get("block", FLOOR_BLOCK)
         if block != "tensor" and (isinstance(block, bool) or not isinstance(block, int) or block < 1):
             raise ToleranceConfigError(f"{where}: block must be a positive integer or 'tensor', got {block!r}")
@@ -160,8 +168,9 @@ def _parse_thresholds(entry, pattern, reason, where):
             raise ToleranceConfigError(f"{where}: a floor rule needs a 'cap' (the floor may not excuse everything)")
         atol = _tolerance_value(entry, "atol", where) if "atol" in entry else 0.0
         rtol = _tolerance_value(entry, "rtol", where) if "rtol" in entry else 0.0
+        norm_rel = _tolerance_value(entry, "norm_rel", where) if "norm_rel" in entry else None
         return Rule(pattern=pattern, reason=reason.strip(), floor=_tolerance_value(entry, "floor", where),
-                    cap=_tolerance_value(entry, "cap", where), block=block, atol=atol, rtol=rtol)
+                    cap=_tolerance_value(entry, "cap", where), block=block, atol=atol, rtol=rtol, norm_rel=norm_rel)
     if "cap" in entry:
         raise ToleranceConfigError(f"{where}: 'cap' belongs to a floor rule")
     relative_to = entry.get("relative_to", "element")
@@ -237,7 +246,7 @@ class Registry:
         elif rule.kind == "floor":
             block = max(ref.size, 1) if rule.block == "tensor" else rule.block
             result = compare_floor(name, ref, test, floor, rule.floor, rule.atol or 0.0, rule.rtol or 0.0, rule.cap,
-                                   block)
+                                   block, rule.norm_rel)
         else:
             result = compare_float(name, ref, test, rule.atol, rule.rtol, rule.relative_to)
         result.rule = rule.name
