@@ -171,8 +171,9 @@ def _parse_thresholds(entry, pattern, reason, where):
         norm_rel = _tolerance_value(entry, "norm_rel", where) if "norm_rel" in entry else None
         return Rule(pattern=pattern, reason=reason.strip(), floor=_tolerance_value(entry, "floor", where),
                     cap=_tolerance_value(entry, "cap", where), block=block, atol=atol, rtol=rtol, norm_rel=norm_rel)
-    if "cap" in entry:
-        raise ToleranceConfigError(f"{where}: 'cap' belongs to a floor rule")
+    for key in ("cap", "norm_rel"):
+        if key in entry:
+            raise ToleranceConfigError(f"{where}: '{key}' belongs to a floor rule")
     relative_to = entry.get("relative_to", "element")
     if relative_to not in ("element", "max") or ("relative_to" in entry and "rtol" not in entry):
         raise ToleranceConfigError(f"{where}: relative_to is 'element' or 'max', with an rtol")

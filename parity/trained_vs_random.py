@@ -135,6 +135,31 @@ def render_markdown(figures, settings):
     return "\n".join(lines) + "\n"
 
 
+def write_study(figures, judged, settings, out=os.path.join("reports", "parity")):
+    """Write ``<out>/trained_vs_random/report.md`` and ``figures.json``, and each run's
+    tensor report (``<out>/trained_vs_random/<kind>_<mode>/``); returns the markdown path
+    and the index rows (the study's first, then one per run)."""
+    from .index import write_test_report
+    run_dir = os.path.join(out, "trained_vs_random")
+    write_text_atomic(os.path.join(run_dir, "figures.json"), json.dumps({"settings": settings, "figures": figures},
+                                                                        indent=1))
+    path = os.path.join(run_dir, "report.md")
+    write_text_atomic(path, render_markdown(figures, settings))
+    rows = []
+    for kind, modes in judged.items():
+        for mode, results in modes.items():
+            write_test_report(rows, f"{kind}_{mode}", results, input_info={**settings, "mode": mode, "weights_kind": kind},
+                              config={"path": settings["config"]}, root=run_dir)
+    for row in rows:
+        row["test"], row["link"] = f"trained_vs_random: {row['test']}", f"trained_vs_random/{row['link']}"
+    study_row = {"test": "trained_vs_random", "label": "float32, trained and random weights",
+                 "verdict": "FAIL" if any(r["verdict"] == "FAIL" for r in rows) else "PASS",
+                 "total": sum(r["total"] for r in rows), "failed": sum(r["failed"] for r in rows),
+                 "not_judgeable": sum(r["not_judgeable"] for r in rows), "worst_tol_ratio": None,
+                 "first_divergence": None, "link": "trained_vs_random/report.md"}
+    return path, [study_row] + rows
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m parity.trained_vs_random", description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=2, help="images per batch")
@@ -149,20 +174,11 @@ def main(argv=None):
     figures, judged = study(CONFIG, read_state_dict(weights)[0], args.images, args.steps,
                             log=lambda text: print(text, file=sys.stderr, flush=True))
     settings = {"config": os.path.relpath(CONFIG, ROOT), "weights": weights, "images": args.images, "steps": args.steps}
-    run_dir = os.path.join(args.out, "trained_vs_random")
-    write_text_atomic(os.path.join(run_dir, "figures.json"), json.dumps({"settings": settings, "figures": figures},
-                                                                        indent=1))
-    path = os.path.join(run_dir, "report.md")
-    write_text_atomic(path, render_markdown(figures, settings))
-    failed = sum(r.verdict == "fail" for kind in judged.values() for results in kind.values() for r in results)
-    add_to_index({"test": "trained_vs_random", "label": "float32, trained and random weights",
-                  "verdict": "FAIL" if failed else "PASS",
-                  "total": sum(len(v) for kind in judged.values() for v in kind.values()), "failed": failed,
-                  "not_judgeable": sum(r.verdict == "not judgeable" for kind in judged.values()
-                                       for results in kind.values() for r in results),
-                  "worst_tol_ratio": None, "first_divergence": None, "link": "trained_vs_random/report.md"}, args.out)
+    path, rows = write_study(figures, judged, settings, args.out)
+    for row in rows:
+        add_to_index(row, args.out)
     print(open(path).read())
-    return 1 if failed else 0
+    return 1 if rows[0]["verdict"] == "FAIL" else 0
 
 
 if __name__ == "__main__":
