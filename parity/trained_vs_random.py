@@ -111,16 +111,27 @@ def study(config, trained_state, images=2, steps=3, log=print):
     return figures, judged
 
 
+def _figure(row, key):
+    """A table cell: the largest figure over judgeable tensors ("none judgeable" or "-")."""
+    if not row:
+        return "-"
+    if row[key] is None:
+        return "none judgeable" if key == "max_diff_over_scale" else "-"
+    return f"{row[key]:.1e}"
+
+
 def render_markdown(figures, settings):
     lines = ["# Float32 parity and noise floors: trained vs random weights", "",
              f"Config `{settings['config']}`, trained weights `{settings['weights']}`; "
              f"{settings['images']} synthetic val image(s) per batch with their boxes, {settings['steps']} optimizer "
              "steps (parameters, Adam moments and EMA after the last). diff/scale: the twins' largest element "
-             "difference over the tensor's max|ref| (worst tensor of the family); floor/scale: the reference's own "
-             "change under a one-ulp input perturbation, over max|ref|; n.j.: not judgeable in float32.", "",
-             "| mode | family | tensors | diff/scale random | diff/scale trained | floor/scale random | "
-             "floor/scale trained | n.j. random | n.j. trained | failed random / trained |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "difference over the tensor's max|ref|, worst judgeable tensor of the family; floor/scale: the "
+             "reference's own change under a one-ulp input perturbation over max|ref|, largest of the judgeable "
+             "tensors; n.j.: not judgeable in float32 (random weights: their rules; trained: the `weights: trained` "
+             "rules); median: the median diff/scale over all the family's tensors.", "",
+             "| mode | family | tensors | diff/scale random | diff/scale trained | median random / trained | "
+             "floor/scale random | floor/scale trained | n.j. random | n.j. trained | failed random / trained |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for mode in ("eval", "train", "steps"):
         families = [f for f in ["activations"] + [f for f, _ in FAMILIES]
                     if f in figures["random"][mode] or f in figures["trained"][mode]]
@@ -128,8 +139,9 @@ def render_markdown(figures, settings):
             r = figures["random"][mode].get(family, {})
             t = figures["trained"][mode].get(family, {})
             lines.append(f"| {mode} | {family} | {t.get('tensors', r.get('tensors', 0))} | "
-                         f"{r.get('max_diff_over_scale', 0):.2e} | {t.get('max_diff_over_scale', 0):.2e} | "
-                         f"{r.get('max_floor_over_scale', 0):.2e} | {t.get('max_floor_over_scale', 0):.2e} | "
+                         f"{_figure(r, 'max_diff_over_scale')} | {_figure(t, 'max_diff_over_scale')} | "
+                         f"{r.get('median_diff_over_scale', 0):.1e} / {t.get('median_diff_over_scale', 0):.1e} | "
+                         f"{_figure(r, 'max_floor_over_scale')} | {_figure(t, 'max_floor_over_scale')} | "
                          f"{r.get('not_judgeable', 0)} | {t.get('not_judgeable', 0)} | "
                          f"{r.get('failed', 0)} / {t.get('failed', 0)} |")
     return "\n".join(lines) + "\n"
