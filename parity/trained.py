@@ -107,7 +107,8 @@ def build(path, recipe=None):
               f"{recipe['input_size']} px)", file=sys.stderr, flush=True)
         result = train_reference(data_root, os.path.join(work, "run"), recipe["steps"], recipe)
         state = ema_state(os.path.join(work, "run", "last.ckpt"))
-    figures = {"config": os.path.relpath(CONFIG, ROOT), "recipe": recipe, "minutes": round((time.time() - t0) / 60, 2),
+    figures = {"config": os.path.relpath(CONFIG, ROOT), "recipe": recipe, "steps_reason": STEPS_REASON,
+               "minutes": round((time.time() - t0) / 60, 2),
                "evaluations": [{k: r[k] for k in ("step", "AP", "AP50") if k in r} for r in result["history"]]}
     save_atomic(state, path)
     write_text_atomic(path + ".json", json.dumps(figures, indent=1))
