@@ -11,8 +11,9 @@ arrays (``rtdetr_common.checkpoint_io`` format, read by both frameworks).
 Caching: the weights live in ``~/.cache/rtdetr/trained/<key>.pkl``, where ``key``
 hashes the resolved config, the recipe, the torch version and the source of every
 file the training runs (this module, the data generator, ``reference_pytorch/`` and
-``rtdetr_common/``); ``fixtures/trained/`` (git-ignored) gets a copy. A new clone on
-the same machine reuses the cache; a change to any of that code trains afresh.
+``rtdetr_common/``); ``fixtures/trained/`` (git-ignored) gets a copy (replacing the
+clone's earlier ones). A new clone on the same machine reuses the cache; a change to
+any of that code trains afresh.
 
     python -m parity.trained          # or: make trained-fixture
 """
@@ -131,6 +132,9 @@ def trained_weights(rebuild=False):
         partial = fixture + suffix + ".partial"
         shutil.copyfile(cached + suffix, partial)
         os.replace(partial, fixture + suffix)
+    for stale in glob.glob(os.path.join(FIXTURE_DIR, name.split("-")[0] + "-*.pkl*")):
+        if not stale.startswith(fixture):
+            os.remove(stale)  # weights of earlier code: the machine's cache keeps them for other clones
     return fixture
 
 

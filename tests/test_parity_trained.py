@@ -43,6 +43,10 @@ def test_trains_once_then_reuses_the_fixture_then_the_machine_cache(fake_trainin
     os.remove(first)  # a new clone: no fixture, the machine's cache holds the weights
     assert trained.trained_weights() == first and len(fake_training) == 1
     assert trained.trained_weights(rebuild=True) == first and len(fake_training) == 2
+    stale = os.path.join(trained.FIXTURE_DIR, "rtdetr_r18vd_small_synthetic-128steps-000000000000.pkl")
+    open(stale, "w").close()  # weights of earlier code in this clone
+    os.remove(first)
+    assert trained.trained_weights() == first and not os.path.exists(stale)
 
 
 def test_cache_key_follows_config_recipe_and_training_code(tmp_path, monkeypatch):
