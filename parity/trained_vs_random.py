@@ -84,6 +84,12 @@ def family_figures(results, last_step=None):
     return out
 
 
+def run_counts(results):
+    """How many tensors a run judged, failed and could not judge in float32 (all steps)."""
+    return {"tensors": len(results), "failed": sum(r.verdict == "fail" for r in results),
+            "not_judgeable": sum(r.verdict == "not judgeable" for r in results)}
+
+
 def run_modes(pair, batches, steps, noise_seed=0):
     """``{mode: results}`` for eval, train (forward and backward) and ``steps`` optimizer steps."""
     from .run import compare
@@ -106,7 +112,8 @@ def study(config, trained_state, images=2, steps=3, log=print):
         t0 = time.time()
         pair = build_pair(config, weights=trained_state if kind == "trained" else None)
         judged[kind] = run_modes(pair, batches, steps)
-        figures[kind] = {mode: family_figures(results, steps) for mode, results in judged[kind].items()}
+        figures[kind] = {mode: {**family_figures(results, steps), "all": run_counts(results)}
+                         for mode, results in judged[kind].items()}
         log(f"[trained-vs-random] {kind} weights: {time.time() - t0:.0f} s")
     return figures, judged
 
@@ -144,6 +151,9 @@ def render_markdown(figures, settings):
                          f"{_figure(r, 'max_floor_over_scale')} | {_figure(t, 'max_floor_over_scale')} | "
                          f"{r.get('not_judgeable', 0)} | {t.get('not_judgeable', 0)} | "
                          f"{r.get('failed', 0)} / {t.get('failed', 0)} |")
+        r, t = figures["random"][mode]["all"], figures["trained"][mode]["all"]
+        lines.append(f"| {mode} | **every tensor{' of every step' if mode == 'steps' else ''}** | {t['tensors']} | | | | | | "
+                     f"{r['not_judgeable']} | {t['not_judgeable']} | {r['failed']} / {t['failed']} |")
     return "\n".join(lines) + "\n"
 
 
