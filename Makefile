@@ -20,7 +20,7 @@ export OMP_NUM_THREADS ?= 2
 export OMP_WAIT_POLICY ?= PASSIVE
 TIME = scripts/timed.sh
 
-.PHONY: setup test parity gates bench report clean
+.PHONY: setup test parity gates bench report trained-fixture clean
 
 setup: $(VENV)/.ready
 
@@ -44,6 +44,9 @@ gates: setup
 
 bench: setup
 	@$(TIME) "benchmarks" $(VPY) -m bench.run
+
+trained-fixture: setup
+	@$(TIME) "trained weights (fixtures/trained/, cached in ~/.cache/rtdetr/trained/)" $(VPY) -m parity.trained
 
 report: setup
 	@$(TIME) "docs/RESULTS.md from the latest parity, gates and bench reports" $(VPY) scripts/render_results.py

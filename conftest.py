@@ -67,6 +67,13 @@ def parity_report(request):
     return write
 
 
+@pytest.fixture
+def parity_index():
+    """``parity_index(entry)`` adds a row (``parity.index`` format, e.g. a user-data run's
+    ``parity.user_report.user_index_entry``) to the session's index."""
+    return _PARITY_INDEX.append
+
+
 def pytest_sessionfinish(session, exitstatus):
     if _PARITY_INDEX:
         from parity.index import write_index

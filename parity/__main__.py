@@ -3,6 +3,8 @@
     python -m parity compare -c configs/rtdetr/rtdetr_r18vd_6x_coco.yml --mode eval|train|steps \\
         --size 480,640 --batch 2 --seed 0 --dtype float64 --out reports/
     python -m parity compare --case '{"config": ..., "mode": "train", ...}'   # what a failing test prints
+    python -m parity compare -c CONFIG --weights PATH --images PATH [--split val] [--size H,W] [--limit N]
+        # your weights and images: per-image tensor verdicts, detections matched, COCO AP on a COCO root
     python -m parity judge RUN_DIR [--tolerances FILE]  # judge a saved run again, offline
     python -m parity report [--latest | RUN_DIR]     # re-render report.md from report.json
     python -m parity rerun NPZ                       # rerun the saved first-diverging module
@@ -10,8 +12,13 @@
 import argparse
 import json
 import os
+import shlex
 import sys
 import time
+
+from rtdetr_common.errors import RtdetrError
+
+DEFAULT_SIZE = "640"
 
 
 def _environment():
@@ -29,7 +36,7 @@ def _case_from_args(args):
     from rtdetr_common.config import load_config
     if args.case:
         return Case.from_json(args.case)
-    height, width = image_size(args.size)
+    height, width = image_size(args.size or DEFAULT_SIZE)
     num_classes = load_config(args.config)["num_classes"]
     gt_counts = [int(c) for c in args.gt_counts.split(",")] if args.gt_counts else None
     _, targets = make_batch(args.seed, args.batch, (height, width), num_classes, gt_counts)
@@ -57,6 +64,9 @@ def _print_summary(report, path):
 
 
 def compare_command(args):
+    if args.weights or args.images:
+        from .user_data import user_data_command
+        return user_data_command(args, _environment())
     from . import store
     from .cases import pair_for, run_case
     from .report import build_report, write_report
@@ -98,7 +108,7 @@ def judge_command(args):
     except FileNotFoundError as e:
         print(e, file=sys.stderr)
         return 2
-    registry = load_registry(args.tolerances, dtype=info["dtype"])
+    registry = load_registry(args.tolerances, dtype=info["dtype"], weights=info.get("weights", "random"))
     results = judge_run(captures, registry, info)
     old = load_report(os.path.join(args.run_dir, "report.json"))
     run_name = args.run or f"{os.path.basename(os.path.normpath(args.run_dir))}_judged"
@@ -134,7 +144,14 @@ def main(argv=None):
     c.add_argument("-c", "--config", help="model config (not needed with --case)")
     c.add_argument("--case", default=None, help="a whole case as JSON (what a failing test prints)")
     c.add_argument("--mode", choices=("eval", "train", "steps"), default="eval")
-    c.add_argument("--size", default="640", help="input size: N (square) or H,W")
+    c.add_argument("--size", default=None, help=f"input size: N (square) or H,W (default {DEFAULT_SIZE}; with "
+                                                "--images the config's eval size)")
+    c.add_argument("--weights", default=None, help="weights file (official .pth layouts, project checkpoints) "
+                                                   "for both twins; needs --images")
+    c.add_argument("--images", nargs="+", default=None, help="image files, a folder, or a COCO root")
+    c.add_argument("--split", default="val", choices=("train", "val"), help="the split of a COCO root")
+    c.add_argument("--limit", type=int, default=None, help="compare the first N images only")
+    c.add_argument("--score-threshold", type=float, default=0.3, help="detections drawn in the PNGs")
     c.add_argument("--batch", type=int, default=2)
     c.add_argument("--seed", type=int, default=0, help="seed of the images, targets, noise and weights")
     c.add_argument("--steps", type=int, default=10, help="optimizer steps in --mode steps")
@@ -161,8 +178,17 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.command == "compare" and not (args.case or args.config):
         p.error("compare needs -c CONFIG or --case JSON")
-    return {"compare": compare_command, "judge": judge_command, "report": report_command,
-            "rerun": rerun_command}[args.command](args)
+    if args.command == "compare" and bool(args.weights) != bool(args.images):
+        p.error("--weights and --images go together")
+    if args.command == "compare" and args.weights and (args.case or args.mode != "eval"):
+        p.error("--weights/--images compare in eval mode only (no --case, no --mode train/steps)")
+    args.command_line = "python -m parity " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    try:
+        return {"compare": compare_command, "judge": judge_command, "report": report_command,
+                "rerun": rerun_command}[args.command](args)
+    except RtdetrError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
-"""The index of a test session's parity reports: ``reports/parity/index.json`` and
-``index.md`` list every whole-model comparison a test ran (test, verdict, worst
-tolerance ratio, first divergence, not-judgeable count, link to its report)."""
+"""The index of parity reports: ``reports/parity/index.json`` and ``index.md`` list every
+whole-model comparison of the last test session (test, verdict, worst tolerance ratio,
+first divergence, not-judgeable count, link to its report), and the user-data runs of
+``python -m parity compare --weights ... --images ...`` made since (``add_to_index``)."""
 import json
 import os
 import re
@@ -51,7 +52,7 @@ def write_index(entries, root=PARITY_REPORTS):
     """Write ``index.json`` and ``index.md`` under ``root``; returns the markdown path."""
     Path(root).mkdir(parents=True, exist_ok=True)
     write_text_atomic(Path(root) / "index.json", json.dumps(entries, indent=1))
-    lines = ["# Parity reports of the last test session", "",
+    lines = ["# Parity reports", "", "The comparisons of the last test session, then any user-data runs made since. "
              "A planted bug's comparison is expected to FAIL (`expected FAIL`); any other verdict than the "
              "expected one is marked **unexpected**.", "",
              "| test | verdict | tensors | failed | not judgeable (float32) | worst tol ratio | first divergence | report |",
@@ -66,3 +67,17 @@ def write_index(entries, root=PARITY_REPORTS):
     path = Path(root) / "index.md"
     write_text_atomic(path, "\n".join(lines) + "\n")
     return path
+
+
+def add_to_index(entry, root=PARITY_REPORTS):
+    """Add ``entry`` to the index under ``root`` (replacing one with the same link) and
+    rewrite it; returns the markdown path."""
+    path = Path(root) / "index.json"
+    entries = []
+    if path.is_file():
+        try:
+            entries = json.loads(path.read_text())
+        except ValueError:
+            entries = []  # a damaged index is rebuilt from this entry on
+    entries = [e for e in entries if e.get("link") != entry["link"]] + [entry]
+    return write_index(entries, root)

@@ -23,10 +23,13 @@ def perturb_one_ulp(images, seed=0):
     return np.nextafter(images, direction).astype(images.dtype)
 
 
-def eval_pass(side, images, inputs_of=(), sink=None):
-    """Eval-mode forward and post-processing of ``side`` (a :class:`parity.run.Side`)."""
+def eval_pass(side, images, inputs_of=(), sink=None, orig_sizes=None):
+    """Eval-mode forward and post-processing of ``side`` (a :class:`parity.run.Side`);
+    ``orig_sizes``: (B, 2) [width, height] the post-processor scales boxes to (default:
+    the input's own size)."""
     backend, built = side.backend, side.built
-    sizes = np.array([[images.shape[3], images.shape[2]]] * images.shape[0], images.dtype)
+    sizes = (np.array([[images.shape[3], images.shape[2]]] * images.shape[0], images.dtype) if orig_sizes is None
+             else np.asarray(orig_sizes, images.dtype).reshape(-1, 2))
     side.load_weights()
     model = backend.set_mode(built.model, False)
 

@@ -57,6 +57,11 @@ class Pair:
     jittor_weight_edits: dict = field(default_factory=dict, repr=False)
     dtype: str = "float32"
     overrides: dict = None
+    weights_kind: str = "random"  # "trained" for weights read from a file: selects the tolerance rules
+
+    def registry(self):
+        """The tolerance registry of this pair's dtype and kind of weights."""
+        return load_registry(dtype=self.dtype, weights=self.weights_kind)
 
     @property
     def reference(self):
@@ -87,10 +92,12 @@ class Pair:
         return {**self.weights, **self.jittor_weight_edits}
 
 
-def build_pair(config, overrides=None, weight_seed=0, random_weights=True, dtype="float32"):
+def build_pair(config, overrides=None, weight_seed=0, random_weights=True, dtype="float32", weights=None):
     """``dtype="float64"`` runs both twins in double precision: float32 rounding then no
     longer decides which side of a ReLU or sampling-cell kink a value falls on, so
-    whole-model gradients can be compared to the issue's 1e-4 relative target."""
+    whole-model gradients can be compared to the issue's 1e-4 relative target.
+    ``weights``: a state_dict of NumPy arrays (trained weights) loaded into both, with
+    strict key and shape checks (``StateDictError``), instead of random ones."""
     if dtype not in ("float32", "float64"):
         raise ValueError(f"dtype must be 'float32' or 'float64', not {dtype!r}")
     ref = reference_backend.build(config, overrides)
@@ -98,11 +105,14 @@ def build_pair(config, overrides=None, weight_seed=0, random_weights=True, dtype
     if dtype == "float64":
         reference_backend.to_float64(ref.model)
         jittor_backend.to_float64(jtb.model)
-    if random_weights:
+    if weights is not None:
+        state = {name: np.asarray(value) for name, value in weights.items()}
+    elif random_weights:
         state = realistic_random_state(torch_shapes(ref.model), weight_seed)
     else:
         state = reference_backend.model_state_numpy(ref.model)
-    pair = Pair(config, ref, jtb, state, dtype=dtype, overrides=overrides)
+    pair = Pair(config, ref, jtb, state, dtype=dtype, overrides=overrides,
+                weights_kind="trained" if weights is not None else "random")
     pair.reference.load_weights()
     pair.twin.load_weights()
     return pair
@@ -142,25 +152,27 @@ def make_batch(seed, batch, size, num_classes, gt_counts=None):
 FLOOR_RUNS = 3
 
 
-def _pass(side, mode, images, targets, noise_seed, multi_scale, inputs_of=(), with_grads=True, sink=None):
+def _pass(side, mode, images, targets, noise_seed, multi_scale, inputs_of=(), with_grads=True, sink=None,
+          orig_sizes=None):
     if mode == "eval":
-        return eval_pass(side, images, inputs_of, sink=sink)
+        return eval_pass(side, images, inputs_of, sink=sink, orig_sizes=orig_sizes)
     if mode == "train":
         return train_pass(side, images, targets, noise_seed, with_grads, inputs_of, multi_scale, sink=sink)
     raise ValueError(f"unknown mode {mode!r}")
 
 
 def run_passes(pair, mode, images, targets, directory, noise_seed=0, force_topk=True, force_matcher=False,
-               measure_floor=False, multi_scale=None):
+               measure_floor=False, multi_scale=None, orig_sizes=None):
     """Run the reference, then the twin with the reference's decisions forced (its own
     recorded first), then, with ``measure_floor``, ``FLOOR_RUNS`` reference runs on
     one-ulp-perturbed inputs with the reference's decisions forced, whose element-wise
     distance from the reference is each tensor's noise floor. Every record streams to
     ``directory`` as it is made (no capture is held in memory); returns the run's
-    description for ``run.json``."""
+    description for ``run.json``. ``orig_sizes`` (eval): the [width, height] per image
+    the post-processor scales boxes to (default: the input's own size)."""
     def one(side, imgs, forced, name):
         with probes.forcing(forced), store.CaptureWriter(directory, name) as sink:
-            _pass(side, mode, imgs, targets, noise_seed, multi_scale, sink=sink)
+            _pass(side, mode, imgs, targets, noise_seed, multi_scale, sink=sink, orig_sizes=orig_sizes)
         return store.load_capture(directory, name)
 
     ref_cap = one(pair.reference, images, {}, "reference")
@@ -185,6 +197,12 @@ def judge_run(directory, registry, info=None):
         results.extend(judge_captures(store.load_capture(directory, p["reference"]),
                                       store.load_capture(directory, p["twin"]), registry, floors))
     return results
+
+
+def own_eval_pass(pair, images, orig_sizes=None):
+    """The Jittor twin's eval forward and post-processing on its own decisions (nothing
+    forced): the detections a Jittor user gets. Returns its capture (in memory)."""
+    return eval_pass(pair.twin, pair.cast_inputs(images)[0], orig_sizes=orig_sizes)
 
 
 def save_first_divergence(pair, mode, images, targets, noise_seed, ref_cap, results, out_dir, multi_scale=None):
@@ -224,18 +242,20 @@ def check_inputs(pair, images, targets=None):
 
 
 def compare(pair, mode, images, targets=None, noise_seed=0, force_topk=True, force_matcher=False,
-            measure_floor=None, registry=None, multi_scale=None, directory=None):
+            measure_floor=None, registry=None, multi_scale=None, directory=None, orig_sizes=None):
     """Run ``mode`` ('eval' or 'train') in both twins and judge it with the registry of the
-    pair's dtype; returns the results. The reference's noise floor is measured for
-    float32 pairs unless ``measure_floor`` says otherwise. The captures are saved under
-    ``directory`` (kept, for ``python -m parity judge``), or a temporary one."""
-    registry = registry or load_registry(dtype=pair.dtype)
+    pair's dtype and kind of weights; returns the results. The reference's noise floor is
+    measured for float32 pairs unless ``measure_floor`` says otherwise. The captures are
+    saved under ``directory`` (kept, for ``python -m parity judge``), or a temporary one.
+    ``orig_sizes`` (eval): the [width, height] per image the post-processor scales boxes to."""
+    registry = registry or pair.registry()
     measure_floor = pair.dtype == "float32" if measure_floor is None else measure_floor
     images, targets = pair.cast_inputs(images, targets)
     check_inputs(pair, images, targets)
     with tempfile.TemporaryDirectory(prefix="parity-captures-") as tmp:
         directory = directory or tmp
         info = run_passes(pair, mode, images, targets, directory, noise_seed, force_topk, force_matcher,
-                          measure_floor, multi_scale)
-        store.write_run(directory, {**info, "dtype": pair.dtype, "mode": mode, "config": pair.config})
+                          measure_floor, multi_scale, orig_sizes)
+        store.write_run(directory, {**info, "dtype": pair.dtype, "mode": mode, "config": pair.config,
+                                    "weights": pair.weights_kind})
         return judge_run(directory, registry, info)

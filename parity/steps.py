@@ -101,8 +101,7 @@ def run_steps(pair, batches, steps, noise_seed=0, registry=None, floor_runs=2, m
     Each step's training state (reference, twin, floors) is saved under ``directory``
     (kept, for ``python -m parity judge``) or a temporary one, and judged from there."""
     from .run import judge_run
-    from .tolerances import load_registry
-    registry = registry or load_registry(dtype=pair.dtype)
+    registry = registry or pair.registry()
     floor_runs = floor_runs if pair.dtype == "float32" else 0
     reference, twin = pair.reference, pair.twin
     reference.load_weights()  # earlier passes moved BatchNorm statistics
@@ -138,6 +137,7 @@ def run_steps(pair, batches, steps, noise_seed=0, registry=None, floor_runs=2, m
                           "loss_jittor": float(b[f"step{k}:loss:total"]),
                           "grad_norm_ref": float(a[f"step{k}:grad_norm"]),
                           "grad_norm_jittor": float(b[f"step{k}:grad_norm"]), "max_param_rel_diff": worst})
-        info = {"passes": passes, "dtype": pair.dtype, "mode": "steps", "config": pair.config, "drift": drift}
+        info = {"passes": passes, "dtype": pair.dtype, "mode": "steps", "config": pair.config, "drift": drift,
+                "weights": pair.weights_kind}
         store.write_run(directory, info)
         return judge_run(directory, registry, info), drift

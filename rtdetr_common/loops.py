@@ -35,11 +35,19 @@ def resolve_split(root, split):
 
 
 def _transform_ops(cfg, loader_key, input_size):
+    """The loader's transform ops with Resize set to ``input_size``: an int (square) or
+    ``(height, width)``; None keeps the config's."""
     ops = [dict(op) for op in cfg[loader_key]["dataset"]["transforms"]["ops"]]
     for op in ops:
         if op["type"] == "Resize" and input_size:
-            op["size"] = [input_size, input_size]
+            op["size"] = list(input_size) if isinstance(input_size, (list, tuple)) else [input_size, input_size]
     return ops
+
+
+def eval_transforms(cfg, input_size=None):
+    """The config's evaluation transforms (``val_dataloader``), resized to ``input_size``."""
+    from .data.transforms import build_transforms
+    return build_transforms(_transform_ops(cfg, "val_dataloader", input_size))
 
 
 def make_dataset(cfg, root, split, input_size, num_classes):
@@ -178,12 +186,11 @@ def run_infer(engine, args, label_names=None, skipped=None):
     An unreadable image is reported once on stderr (file and reason), left out and
     appended to the list ``skipped`` when one is given; a summary line follows. Raises
     ``ImageError`` when no image could be read."""
-    from .data.transforms import build_transforms
     engine.load_weights(args.checkpoint)
     paths, ignored = infer_inputs(args.image)
     if not paths:
         raise FileNotFoundError(f"no images found at {args.image} ({ignored} file(s) without an image extension)")
-    resize = build_transforms(_transform_ops(engine.cfg, "val_dataloader", args.input_size))
+    resize = eval_transforms(engine.cfg, args.input_size)
     os.makedirs(args.output_dir, exist_ok=True)
     results, unreadable = {}, []
     names = label_names or {}

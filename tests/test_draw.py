@@ -41,3 +41,18 @@ def test_label_names_from_dict_or_sequence():
     assert label_name({3: "cup"}, 3) == "cup" and label_name({3: "cup"}, 4) == "4"
     assert label_name(["cat", "dog"], 1) == "dog" and label_name(["cat"], 5) == "5"
     assert label_name(None, 2) == "2"
+
+
+def test_overlay_shows_both_sets_with_a_legend_and_scales_small_images():
+    from rtdetr_common.draw import draw_overlay
+    image = Image.new("RGB", (64, 48), (128, 128, 128))
+    blue, orange = (31, 119, 180), (255, 127, 14)
+    box = [[8, 8, 56, 40]]
+    drawn = draw_overlay(image, [("reference", blue, box, [0], [0.9]), ("jittor", orange, box, [0], [0.9])],
+                         min_side=96, note="agree")
+    assert drawn.width == 128 and drawn.height > 96  # scaled x2, legend band below
+    pixels = np.asarray(drawn)
+    row = [tuple(pixels[50, x]) for x in range(105, 118)]  # across the box's right edge, mid-height
+    assert blue in row and orange in row  # the thin orange edge lies on the thick blue one, both visible
+    legend = {tuple(p) for p in pixels[96:].reshape(-1, 3)}
+    assert blue in legend and orange in legend

@@ -112,3 +112,48 @@ def test_registry_has_one_rule_list_per_verdict():
     assert not any(rule.kind == "floor" for rule in float64.rules)
     with pytest.raises(ValueError):
         load_registry(dtype="float16")
+
+
+def test_norm_budget_passes_a_localised_change_and_nothing_spread():
+    big = np.ones(1000, np.float32)
+    floor = np.full(1000, 1e-6)
+    kinked = big.astype(np.float64).copy()
+    kinked[17] += 0.02  # one element moved by its whole local gradient: norm-wise 0.02 / sqrt(1000) = 6.3e-4
+    result = compare_floor("g", big, kinked.astype(np.float32), floor, 10.0, cap=1e-5, block=1000, norm_rel=1e-3)
+    assert result.verdict == "pass" and "localised" in result.note
+    assert result.metrics["tol_ratio"] == pytest.approx(0.632, rel=1e-2) and result.metrics["elementwise_tol_ratio"] > 1
+    without = compare_floor("g", big, kinked.astype(np.float32), floor, 10.0, cap=1e-5, block=1000)
+    assert without.verdict == "fail"
+    spread = (big * (1 + 2e-3)).astype(np.float32)  # every element off by 2e-3: a bug, not a kink
+    assert compare_floor("g", big, spread, floor, 10.0, cap=1e-5, block=1000, norm_rel=1e-3).verdict == "fail"
+
+
+def test_norm_budget_does_not_make_an_unjudgeable_tensor_pass():
+    floor = np.full(8, 1.0)  # a quarter of max|ref|: far above the cap
+    result = compare_floor("g", REF, with_error(0, 1e-3).astype(np.float32), floor, 10.0, cap=1e-5, block=1,
+                           norm_rel=1.0)
+    assert result.verdict == "not judgeable"
+
+
+def test_trained_weight_rules_take_part_only_in_trained_runs(tmp_path):
+    path = tmp_path / "tolerances.yaml"
+    path.write_text("float32:\n"
+                    "  - {pattern: 'grad:*', weights: trained, floor: 10, cap: 1.0e-5, norm_rel: 1.0e-3, reason: t 1}\n"
+                    "  - {pattern: '*', floor: 10, cap: 1.0e-4, reason: general 2}\n")
+    trained, random = load_registry(str(path), weights="trained"), load_registry(str(path))
+    assert trained.lookup("grad:w", with_floor=True).norm_rel == 1e-3
+    assert random.lookup("grad:w", with_floor=True).cap == 1e-4
+    assert trained.lookup("decoder.x", with_floor=True).cap == 1e-4  # the general rule still judges the rest
+    result = trained.judge("grad:w", REF, REF, floor=np.zeros(8))
+    assert result.rule == "grad:* [weights: trained]" and result.reason == "t 1"
+    with pytest.raises(ValueError, match="weights"):
+        load_registry(str(path), weights="pretrained")
+
+
+@pytest.mark.parametrize("entry, fragment", [
+    ({"pattern": "a", "floor": 10, "cap": 1e-5, "weights": "ema", "reason": "r"}, "weights must be one of"),
+    ({"pattern": "a", "atol": 1.0, "norm_rel": 1e-3, "reason": "r"}, "unknown|exactly one|floor rule"),
+])
+def test_bad_weights_selector_or_misplaced_norm_budget_rejected(entry, fragment):
+    with pytest.raises(ToleranceConfigError, match=fragment):
+        parse_rule(entry)
