@@ -351,8 +351,7 @@ def _train_pass(pair, framework, images, targets, noise_seed, with_grads, inputs
             extra.append((f"loss:{k}", v.numpy().reshape(())))
         extra.append(("loss:total", total.numpy().reshape(())))
         if with_grads:
-            from rtdetr_jittor.compat import trainable_named_parameters
-            from rtdetr_jittor.optim.optim import has_consumers
+            from rtdetr_jittor.compat import has_consumers, trainable_named_parameters
             named = trainable_named_parameters(model)
             used = [has_consumers(p) for _, p in named]  # torch's "grad is None" is "not used by the graph"
             grads = jt.grad(total, [p for _, p in named])
