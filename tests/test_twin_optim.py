@@ -4,7 +4,7 @@ frozen parameters (``rtdetr_jittor.optim`` against ``torch.optim`` and ``referen
 Oracles are torch itself (``torch.optim.AdamW``, ``clip_grad_norm_``, ``MultiStepLR``),
 float64 NumPy, the official formulas (EMA decay ``d * (1 - exp(-t / warmups))``,
 warm-up factor ``min(1, (step + 1) / duration)``) and the parameter counts of the
-official models (docs: UPSTREAM_BEHAVIOUR.md).
+official models (counted from their state_dict key lists, ``fixtures/official/``).
 """
 import math
 import os
@@ -28,7 +28,10 @@ pytestmark = pytest.mark.parity
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NO_PRETRAINED = {"PResNet": {"pretrained": False}}
-# UPSTREAM_BEHAVIOUR.md: trainable parameters of the official models; r50vd has 42,891,372 in all
+# Parameters of the official models, counted from fixtures/official/rtdetr_*_state_dict.tsv:
+# every entry but BatchNorm statistics (r50vd: also the backbone's frozen-norm buffers,
+# freeze_norm True) gives 20,184,464 (r18vd, all trained) and 42,891,372 (r50vd), of which
+# r50vd trains all but the stem (freeze_at 0: backbone.conv1.*, 28,512).
 TRAINABLE = {"r18vd": 20_184_464, "r50vd": 42_862_860}
 R50_TOTAL = 42_891_372
 

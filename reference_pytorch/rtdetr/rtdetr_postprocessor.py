@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from rtdetr_common import probes
-from rtdetr_common.coco_categories import mscoco_label2category
+from rtdetr_common.data.coco_categories import mscoco_label2category
 
 from .box_ops import box_cxcywh_to_xyxy
 

@@ -248,8 +248,6 @@ class RTDETRTransformer(nn.Module):
     ``denoising_noise``: the noise source for contrastive denoising (None: Jittor's
     global RNG)."""
 
-    __share__ = ["num_classes"]
-
     def __init__(self,
                  num_classes=80,
                  hidden_dim=256,

@@ -17,7 +17,7 @@ from rtdetr_jittor._env import jt
 from jittor import nn
 
 from rtdetr_common import probes
-from rtdetr_common.coco_categories import mscoco_label2category
+from rtdetr_common.data.coco_categories import mscoco_label2category
 from rtdetr_jittor.compat import argmax, floor_divide, max_values, sigmoid, topk
 
 from .box_ops import box_cxcywh_to_xyxy
