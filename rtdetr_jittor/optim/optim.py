@@ -19,7 +19,7 @@ import math
 
 from rtdetr_jittor._env import jt
 from rtdetr_common.param_groups import group_parameter_names, optimizer_defaults
-from rtdetr_jittor.compat import has_consumers, trainable_named_parameters
+from rtdetr_jittor.compat import has_consumers, minimum, trainable_named_parameters
 
 
 class AdamW:
@@ -99,7 +99,7 @@ def clip_grad_norm(optimizer, max_norm):
     squares = [(optimizer.grads[n].float64() ** 2).sum() for n in names]
     total = jt.sqrt(jt.stack(squares).sum()).astype(optimizer.grads[names[0]].dtype)
     if max_norm and max_norm > 0:
-        coef = jt.minimum(max_norm / (total + 1e-6), jt.ones_like(total))
+        coef = minimum(max_norm / (total + 1e-6), jt.ones_like(total))
         for n in names:
             optimizer.grads[n] = (optimizer.grads[n] * coef).detach()
     return float(total.item())

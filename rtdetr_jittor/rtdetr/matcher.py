@@ -9,7 +9,7 @@ int array-like, replaces them for what follows;
 a forced callable is called with the solver's list and returns the list to use, so a
 harness can impose a different decision on each of the criterion's matcher calls).
 Jittor twin of ``reference_pytorch/rtdetr/matcher.py``; ``cdist`` is ``compat.cdist_l1``,
-``sigmoid`` is ``compat.sigmoid`` (Jittor's clamps logits below -30).
+``sigmoid`` and ``softmax`` are compat's (``docs/TWINS.md``: a shim wherever one exists).
 """
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -18,7 +18,7 @@ from rtdetr_jittor._env import jt
 from jittor import nn
 
 from rtdetr_common import probes
-from rtdetr_jittor.compat import cdist_l1, sigmoid
+from rtdetr_jittor.compat import cdist_l1, sigmoid, softmax
 from rtdetr_jittor.compat import to_numpy as _np
 
 from .box_ops import box_cxcywh_to_xyxy, generalized_box_iou
@@ -55,7 +55,7 @@ class HungarianMatcher(nn.Module):
         if self.use_focal_loss:
             out_prob = sigmoid(outputs["pred_logits"].detach().flatten(0, 1))
         else:
-            out_prob = nn.softmax(outputs["pred_logits"].detach().flatten(0, 1), dim=-1)  # (B*Q, C)
+            out_prob = softmax(outputs["pred_logits"].detach().flatten(0, 1))  # (B*Q, C)
 
         out_bbox = outputs["pred_boxes"].detach().flatten(0, 1)  # (B*Q, 4)
 
