@@ -56,6 +56,8 @@ NAMESPACES = [
 # Jittor names whose torch namesake (same meaning) is spelled differently.
 RENAMES = {
     "torch.Var": "torch.Tensor",
+    "F.sigmoid": "torch.sigmoid",  # torch's own aliases
+    "torch.float": "torch.float32",
 }
 
 # compat shim -> the torch call it reproduces (same arguments).
@@ -67,7 +69,6 @@ COMPAT_AS_TORCH = {
     "compat.cdist_l1": "torch.cdist",  # with p=1 (CALL_REWRITES)
     "compat.erf": "torch.erf",
     "compat.log1p": "torch.log1p",
-    "compat.floor_divide": "torch.floor_divide",
     "compat.BatchNorm2d": "nn.BatchNorm2d",
     "compat.LayerNorm": "nn.LayerNorm",
     "compat.GELU": "nn.GELU",
@@ -90,8 +91,7 @@ METHODS = {
     "float32": "float",
     "float64": "double",
     "int64": "long",
-    "update": "copy_",   # Var.update / Var.assign: replace the data outside the graph
-    "assign": "copy_",   # (torch: copy_ under no_grad)
+    "assign": "copy_",   # Var.assign: replace the data outside the graph (torch: copy_ under no_grad)
 }
 
 KEYWORDS = {"keepdims": "keepdim"}
@@ -110,10 +110,13 @@ PLACEMENT_METHODS = {"cpu", "contiguous"}
 GRAD_MODE = {"torch.no_grad", "torch.jit.unused"}
 
 
-def _call_rewrite(node):
-    """Whole-call rewrites; ``node`` is an ``ast.Call`` already in canonical names."""
+def _call_rewrite(node, imported):
+    """Whole-call rewrites; ``node`` is an ``ast.Call`` already in canonical names, and
+    ``imported`` the names bound by imports (a method rewrite skips ``np.tile(...)``)."""
     name = ast.unparse(node.func)
     args = node.args
+    method = isinstance(node.func, ast.Attribute) and not (
+        isinstance(node.func.value, ast.Name) and node.func.value.id in imported)
     if name == "compat.detach" and len(args) == 1:                       # compat.detach(x) == x.detach()
         return ast.Call(ast.Attribute(args[0], "detach", ast.Load()), [], [])
     if name == "compat.max_values" and args:                             # compat.max_values(x, d) == x.max(d)
@@ -130,20 +133,45 @@ def _call_rewrite(node):
         return ast.Call(ast.Attribute(args[0], "sum", ast.Load()), [], [])
     if name == "compat.mean64" and len(args) == 2:                       # float64-accumulated mean
         return ast.Call(ast.Attribute(args[0], "mean", ast.Load()), args[1:], [])
+    if name == "compat.floor_divide" and len(args) == 2:                 # torch's // floors
+        return ast.BinOp(args[0], ast.FloorDiv(), args[1])
+    if name == "nn.ModuleList" and len(args) == 1 and isinstance(args[0], ast.GeneratorExp):
+        return ast.Call(node.func, [ast.ListComp(args[0].elt, args[0].generators)], [])  # Jittor's takes a list
+    if name == "torch.meshgrid":                                         # Jittor's meshgrid is torch's "ij"
+        node.keywords = [k for k in node.keywords if not (k.arg == "indexing" and _constant(k.value) == "ij")]
+    if name == "F.l1_loss" and len(args) == 2 and [(k.arg, _constant(k.value)) for k in node.keywords] \
+            == [("reduction", "none")]:                                   # == (a - b).abs()
+        return ast.Call(ast.Attribute(ast.BinOp(args[0], ast.Sub(), args[1]), "abs", ast.Load()), [], [])
+    if name == "nn.Dropout":                                             # Jittor's is_train=True: torch's default
+        node.keywords = [k for k in node.keywords if not (k.arg == "is_train" and _is_true(k.value))]
     if name == "torch.cdist" and len(args) == 2 and not node.keywords:   # compat.cdist_l1(a, b)
         return ast.Call(node.func, args, [ast.keyword("p", ast.Constant(1))])
     if name == "F.binary_cross_entropy_with_logits" and not any(k.arg == "reduction" for k in node.keywords):
         return ast.Call(node.func, args, node.keywords + [ast.keyword("reduction", ast.Constant("none"))])
-    if isinstance(node.func, ast.Attribute) and node.func.attr == "tile" and len(args) == 1 \
-            and isinstance(args[0], (ast.List, ast.Tuple)):                # x.tile([a, b]) == x.repeat(a, b)
-        return ast.Call(ast.Attribute(node.func.value, "repeat", ast.Load()), list(args[0].elts), [])
+    if method and node.func.attr == "tile" and args:                    # x.tile([a, b]) == x.repeat(a, b)
+        dims = list(args[0].elts) if len(args) == 1 and isinstance(args[0], (ast.List, ast.Tuple)) else args
+        return ast.Call(ast.Attribute(node.func.value, "repeat", ast.Load()), dims, [])
     if name == "torch.tile" and len(args) == 2 and isinstance(args[1], (ast.List, ast.Tuple)):
         return ast.Call(ast.Attribute(args[0], "repeat", ast.Load()), list(args[1].elts), [])
-    if isinstance(node.func, ast.Attribute) and node.func.attr == "transpose" and len(args) >= 3:
+    if method and node.func.attr == "transpose" and len(args) >= 3:
         return ast.Call(ast.Attribute(node.func.value, "permute", ast.Load()), args, node.keywords)
-    if isinstance(node.func, ast.Attribute) and node.func.attr == "is_training" and not args:
+    if method and node.func.attr == "is_training" and not args:
         return ast.Attribute(node.func.value, "training", ast.Load())    # Module.is_training() == .training
     return node
+
+
+def _constant(node):
+    return node.value if isinstance(node, ast.Constant) else None
+
+
+def _is_true(node):
+    return _constant(node) is True
+
+
+def _is_device(node):
+    """A device value: ``device`` or ``<anything>.device``."""
+    return (isinstance(node, ast.Name) and node.id == "device") or \
+        (isinstance(node, ast.Attribute) and node.attr == "device")
 
 
 def _bindings(tree, path):
@@ -192,7 +220,7 @@ def canonical_name(dotted):
                 if prefix.startswith("jittor") and name in SHIMMED:
                     return "jittor." + dotted[len("jittor."):]
                 return RENAMES.get(name, name)
-    return dotted
+    return RENAMES.get(dotted, dotted)
 
 
 def _dotted(node):
@@ -231,11 +259,13 @@ class _Normaliser(ast.NodeTransformer):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             if node.name == "execute":
                 node.name = "forward"
+            _drop_device_parameter(node.args)
             node.decorator_list = [d for d in node.decorator_list if _callee(d) not in GRAD_MODE]
         for field in ("body", "orelse", "finalbody"):
             stmts = getattr(node, field, None)
             if isinstance(stmts, list):
-                setattr(node, field, [inner for stmt in stmts for inner in _unwrap_grad_mode(stmt)])
+                kept = [inner for stmt in stmts for inner in _unwrap_grad_mode(stmt) if not _assigns_device(inner)]
+                setattr(node, field, kept or ([ast.Pass()] if field == "body" else []))
         return node
 
     def _framework_name(self, node):
@@ -260,19 +290,24 @@ class _Normaliser(ast.NodeTransformer):
 
     def visit_Call(self, node):
         node = self.generic_visit(node)
-        node.keywords = [k for k in node.keywords if k.arg != "device"]
+        node.keywords = [k for k in node.keywords if k.arg != "device" and not (  # requires_grad=False: torch's default
+            k.arg == "requires_grad" and isinstance(k.value, ast.Constant) and k.value.value is False)]
+        node.args = [a for a in node.args if not _is_device(a)]
         func = node.func
         if isinstance(func, ast.Attribute) and not (isinstance(func.value, ast.Name) and func.value.id in self.imported):
             if func.attr in PLACEMENT_METHODS and not node.args:
                 return func.value
-            if func.attr == "to" and not node.keywords and len(node.args) == 1 \
-                    and isinstance(node.args[0], ast.Attribute) and node.args[0].attr == "device":
+            if func.attr == "to" and not node.keywords and len(node.args) == 1 and _is_device(node.args[0]):
                 return func.value
             if func.attr == "to" and not node.args and not node.keywords:
                 return func.value  # x.to(device=d) after device= is dropped
-            if func.attr in METHODS:
+            if func.attr == "to" and not node.args and [k.arg for k in node.keywords] == ["dtype"]:
+                node.args, node.keywords = [node.keywords[0].value], []  # x.to(dtype=t) == x.to(t)
+            numpy_dtype = node.args and isinstance(node.args[0], ast.Attribute) \
+                and isinstance(node.args[0].value, ast.Name) and node.args[0].value.id in self.imported
+            if func.attr in METHODS and not numpy_dtype:  # x.astype(np.int64) is NumPy's
                 func.attr = METHODS[func.attr]
-        return _call_rewrite(node)
+        return _call_rewrite(node, self.imported)
 
     def visit_Attribute(self, node):
         name = self._framework_name(node)
@@ -289,6 +324,34 @@ class _Normaliser(ast.NodeTransformer):
 def _callee(node):
     """``torch.no_grad`` for a ``torch.no_grad()`` / ``torch.no_grad`` node (canonical names)."""
     return ast.unparse(node.func if isinstance(node, ast.Call) else node)
+
+
+def _assigns_device(stmt):
+    """``device = x.device`` (placement bookkeeping), or ``x = x`` left by dropping a
+    ``.to(device)``: dropped."""
+    if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1):
+        return False
+    target = stmt.targets[0]
+    return _is_device(target) or ast.dump(target, annotate_fields=False).replace("Store", "Load") == \
+        ast.dump(stmt.value, annotate_fields=False)
+
+
+def _dtype_default(arg, default):
+    """A ``dtype="float32"`` default as torch's ``torch.float32``."""
+    if arg.arg == "dtype" and isinstance(default, ast.Constant) and default.value in DTYPE_STRINGS:
+        return ast.Name(DTYPE_STRINGS[default.value], ast.Load())
+    return default
+
+
+def _drop_device_parameter(arguments):
+    """Drop a ``device`` parameter and its default (placement: Jittor has one device)."""
+    positional = arguments.posonlyargs + arguments.args
+    defaults = [None] * (len(positional) - len(arguments.defaults)) + arguments.defaults
+    kept = [(a, _dtype_default(a, d)) for a, d in zip(positional, defaults) if a.arg != "device"]
+    n_posonly = sum(a.arg != "device" for a in arguments.posonlyargs)
+    arguments.posonlyargs = [a for a, _ in kept[:n_posonly]]
+    arguments.args = [a for a, _ in kept[n_posonly:]]
+    arguments.defaults = [d for _, d in kept if d is not None]
 
 
 def _unwrap_grad_mode(stmt):
@@ -347,16 +410,16 @@ def read_pair(rel):
 
 
 def load_allow_list(path=ALLOW_FILE):
-    """``{file: [{"reason": str, "hunk": str}, ...]}``."""
+    """``{file: [{"reason": one line, "hunks": [hunk text, ...]}, ...]}``."""
     with open(path, encoding="utf-8") as handle:
         return yaml.safe_load(handle) or {}
 
 
 def unexplained(reference_lines, jittor_lines, allowed):
-    """The hunks not in ``allowed`` (a list of allow-list entries for this file) and the
-    entries that match no hunk (stale)."""
+    """The hunks that no entry of ``allowed`` (this file's allow-list entries) lists, and
+    the listed hunks that match no hunk any more (stale)."""
     texts = [hunk_text(h) for h in hunks(reference_lines, jittor_lines)]
-    allowed_texts = [entry["hunk"] for entry in allowed]
+    allowed_texts = [text for entry in allowed for text in entry["hunks"]]
     missing = [t for t in texts if t not in allowed_texts]
     stale = [t for t in allowed_texts if t not in texts]
     return missing, stale
@@ -375,7 +438,7 @@ def main():
         if missing:
             print(f"{rel}:")
             for text in missing:
-                print("  - reason: TODO\n    hunk: |\n" + "".join(f"      {line}\n" for line in text.splitlines()))
+                print("- reason: TODO\n  hunks:\n  - |\n" + "".join(f"    {line}\n" for line in text.splitlines()))
         for text in stale:
             print(f"# stale entry in {rel}:\n# " + text.replace("\n", "\n# "), file=sys.stderr)
 

@@ -93,4 +93,4 @@ class RTDETRPostProcessor(nn.Module):
 
 def _implicit_softmax_dim(x):
     """The dim torch picks for ``F.softmax(x)`` without one (0 for 0-, 1- and 3-D input)."""
-    return 0 if x.dim() in (0, 1, 3) else 1
+    return 0 if x.ndim in (0, 1, 3) else 1

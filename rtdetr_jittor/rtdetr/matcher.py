@@ -41,23 +41,20 @@ class HungarianMatcher(nn.Module):
 
         assert self.cost_class != 0 or self.cost_bbox != 0 or self.cost_giou != 0, "all costs cant be 0"
 
+    @jt.no_grad()
     def execute(self, outputs, targets):
         """``outputs``: ``pred_logits`` (B, Q, C) and ``pred_boxes`` (B, Q, 4, cxcywh);
         ``targets``: per image a dict with ``labels`` (n,) and ``boxes`` (n, 4, cxcywh).
         Returns per image ``(row, col)`` int64 Vars of length min(Q, n)."""
-        with jt.no_grad():
-            return self._match(outputs, targets)
-
-    def _match(self, outputs, targets):
         bs, num_queries = outputs["pred_logits"].shape[:2]
 
         # flatten to compute the cost matrices in a batch
         if self.use_focal_loss:
-            out_prob = sigmoid(outputs["pred_logits"].detach().flatten(0, 1))
+            out_prob = sigmoid(outputs["pred_logits"].flatten(0, 1))
         else:
-            out_prob = softmax(outputs["pred_logits"].detach().flatten(0, 1))  # (B*Q, C)
+            out_prob = softmax(outputs["pred_logits"].flatten(0, 1))  # (B*Q, C)
 
-        out_bbox = outputs["pred_boxes"].detach().flatten(0, 1)  # (B*Q, 4)
+        out_bbox = outputs["pred_boxes"].flatten(0, 1)  # (B*Q, 4)
 
         tgt_ids = np.concatenate([_np(v["labels"]).astype(np.int64).reshape(-1) for v in targets])
         tgt_bbox = jt.concat([_var(v["boxes"]).reshape(-1, 4).astype(out_bbox.dtype) for v in targets], dim=0)

@@ -76,11 +76,11 @@ class MSDeformableAttention(nn.Module):
     def _reset_parameters(self):
         # sampling_offsets: zero weight, bias = one direction per head, scaled by point index
         init.constant_(self.sampling_offsets.weight, 0)
-        thetas = jt.arange(self.num_heads).float32() * (2.0 * math.pi / self.num_heads)
+        thetas = jt.arange(self.num_heads, dtype="float32") * (2.0 * math.pi / self.num_heads)
         grid_init = jt.stack([thetas.cos(), thetas.sin()], -1)
         grid_init = grid_init / grid_init.abs().max(-1, keepdims=True)
         grid_init = grid_init.reshape(self.num_heads, 1, 1, 2).repeat(1, self.num_levels, self.num_points, 1)
-        scaling = jt.arange(1, self.num_points + 1).float32().reshape(1, 1, -1, 1)
+        scaling = jt.arange(1, self.num_points + 1, dtype="float32").reshape(1, 1, -1, 1)
         grid_init = grid_init * scaling
         self.sampling_offsets.bias.assign(grid_init.flatten())
 
@@ -414,8 +414,8 @@ class RTDETRTransformer(nn.Module):
         anchors = []
         for lvl, (h, w) in enumerate(spatial_shapes):
             grid_y, grid_x = jt.meshgrid(
-                jt.arange(h).astype(dtype),
-                jt.arange(w).astype(dtype))
+                jt.arange(end=h, dtype=dtype),
+                jt.arange(end=w, dtype=dtype))
             grid_xy = jt.stack([grid_x, grid_y], -1)
             valid_wh = jt.array(np.array([w, h], dtype=np.float32)).astype(dtype)
             grid_xy = (grid_xy.unsqueeze(0) + 0.5) / valid_wh

@@ -34,14 +34,16 @@ def get_activation(act, inplace=True):
         return act
     name = act.lower()
     if name == "silu":
-        return nn.SiLU()
-    if name == "relu":
-        return nn.ReLU()
-    if name == "leaky_relu":
-        return nn.LeakyReLU()
-    if name == "gelu":
-        return GELU()
-    raise ValueError(f"unknown activation {act!r}")
+        m = nn.SiLU()
+    elif name == "relu":
+        m = nn.ReLU()
+    elif name == "leaky_relu":
+        m = nn.LeakyReLU()
+    elif name == "gelu":
+        m = GELU()
+    else:
+        raise ValueError(f"unknown activation {act!r}")
+    return m  # Jittor's activations have no in-place form: ``inplace`` is accepted and ignored
 
 
 def deformable_attention_core_func(value, value_spatial_shapes, sampling_locations, attention_weights):
@@ -55,16 +57,13 @@ def deformable_attention_core_func(value, value_spatial_shapes, sampling_locatio
         return deformable_attention(value, value_spatial_shapes, sampling_locations, attention_weights)
     bs, _, n_head, c = value.shape
     _, len_q, _, n_levels, n_points, _ = sampling_locations.shape
+    value_list = value.split([h * w for h, w in value_spatial_shapes], dim=1)
     sampling_grids = 2 * sampling_locations - 1
     sampled = []
-    start = 0
     for level, (h, w) in enumerate(value_spatial_shapes):
-        value_l = value[:, start:start + h * w].reshape(bs, h * w, n_head * c)
-        value_l = value_l.transpose(0, 2, 1).reshape(bs * n_head, c, h, w)
-        start += h * w
-        grid_l = sampling_grids[:, :, :, level].transpose(0, 2, 1, 3, 4).reshape(bs * n_head, len_q, n_points, 2)
+        value_l = value_list[level].flatten(2).permute(0, 2, 1).reshape(bs * n_head, c, h, w)
+        grid_l = sampling_grids[:, :, :, level].permute(0, 2, 1, 3, 4).flatten(0, 1)
         sampled.append(nn.grid_sample(value_l, grid_l, mode="bilinear", padding_mode="zeros", align_corners=False))
-    weights = attention_weights.transpose(0, 2, 1, 3, 4).reshape(bs * n_head, 1, len_q, n_levels * n_points)
-    stacked = jt.stack(sampled, dim=-2).reshape(bs * n_head, c, len_q, n_levels * n_points)
-    out = (stacked * weights).sum(-1).reshape(bs, n_head * c, len_q)
-    return out.transpose(0, 2, 1)
+    weights = attention_weights.permute(0, 2, 1, 3, 4).reshape(bs * n_head, 1, len_q, n_levels * n_points)
+    out = (jt.stack(sampled, dim=-2).flatten(-2) * weights).sum(-1).reshape(bs, n_head * c, len_q)
+    return out.permute(0, 2, 1)
