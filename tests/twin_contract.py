@@ -110,13 +110,16 @@ PLACEMENT_METHODS = {"cpu", "contiguous"}
 GRAD_MODE = {"torch.no_grad", "torch.jit.unused"}
 
 
-def _call_rewrite(node, imported):
-    """Whole-call rewrites; ``node`` is an ``ast.Call`` already in canonical names, and
-    ``imported`` the names bound by imports (a method rewrite skips ``np.tile(...)``)."""
+def _call_rewrite(node, imported, reference):
+    """Whole-call rewrites; ``node`` is an ``ast.Call`` already in canonical names,
+    ``imported`` the names bound by imports (a method rewrite skips ``np.tile(...)``),
+    ``reference`` whether the file is the reference's (torch-only synonyms)."""
     name = ast.unparse(node.func)
     args = node.args
     method = isinstance(node.func, ast.Attribute) and not (
         isinstance(node.func.value, ast.Name) and node.func.value.id in imported)
+    if reference and method and node.func.attr == "softmax" and len(args) == 1 and not node.keywords:
+        return ast.Call(ast.Name("F.softmax", ast.Load()), [node.func.value], [ast.keyword("dim", args[0])])
     if name == "compat.detach" and len(args) == 1:                       # compat.detach(x) == x.detach()
         return ast.Call(ast.Attribute(args[0], "detach", ast.Load()), [], [])
     if name == "compat.max_values" and args:                             # compat.max_values(x, d) == x.max(d)
@@ -234,9 +237,10 @@ def _dotted(node):
 
 
 class _Normaliser(ast.NodeTransformer):
-    def __init__(self, bindings, imported):
+    def __init__(self, bindings, imported, reference):
         self.bindings = bindings
         self.imported = imported
+        self.reference = reference
 
     def _strip_docstring(self, node):
         body = node.body
@@ -307,7 +311,9 @@ class _Normaliser(ast.NodeTransformer):
                 and isinstance(node.args[0].value, ast.Name) and node.args[0].value.id in self.imported
             if func.attr in METHODS and not numpy_dtype:  # x.astype(np.int64) is NumPy's
                 func.attr = METHODS[func.attr]
-        return _call_rewrite(node, self.imported)
+            if func.attr == "to" and len(node.args) == 1 and _constant(node.args[0]) in DTYPE_STRINGS:
+                node.args = [ast.Name(DTYPE_STRINGS[node.args[0].value], ast.Load())]  # x.astype("float32")
+        return _call_rewrite(node, self.imported, self.reference)
 
     def visit_Attribute(self, node):
         name = self._framework_name(node)
@@ -372,7 +378,8 @@ def _imported_names(tree):
 def normalise(source, path):
     """The normalised text of one twin file, as a list of lines."""
     tree = ast.parse(source, filename=path)
-    tree = _Normaliser(_bindings(tree, path), _imported_names(tree)).visit(tree)
+    reference = path.split(os.sep)[0] == REFERENCE
+    tree = _Normaliser(_bindings(tree, path), _imported_names(tree), reference).visit(tree)
     return [line.rstrip() for line in ast.unparse(ast.fix_missing_locations(tree)).splitlines() if line.strip()]
 
 
@@ -425,9 +432,23 @@ def unexplained(reference_lines, jittor_lines, allowed):
     return missing, stale
 
 
-def unified_diff(reference_lines, jittor_lines, rel, context=3):
-    return "\n".join(difflib.unified_diff(reference_lines, jittor_lines, f"{REFERENCE}/{rel} (normalised)",
-                                          f"{JITTOR}/{rel} (normalised)", n=context, lineterm=""))
+def unified_diff(reference_lines, jittor_lines, rel, allowed=(), context=3):
+    """A unified diff of the normalised files showing only the hunks ``allowed`` (this
+    file's allow-list entries) does not list, each with ``context`` lines around it."""
+    allowed_texts = {text for entry in allowed for text in entry["hunks"]}
+    matcher = difflib.SequenceMatcher(None, reference_lines, jittor_lines, autojunk=False)
+    out = [f"--- {REFERENCE}/{rel} (normalised)", f"+++ {JITTOR}/{rel} (normalised)"]
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        hunk = (tuple(reference_lines[i1:i2]), tuple(jittor_lines[j1:j2]))
+        if tag == "equal" or hunk_text(hunk) in allowed_texts:
+            continue
+        before = reference_lines[max(0, i1 - context):i1]
+        after = reference_lines[i2:i2 + context]
+        out.append(f"@@ -{i1 - len(before) + 1},{len(before) + i2 - i1 + len(after)} "
+                   f"+{j1 - len(before) + 1},{len(before) + j2 - j1 + len(after)} @@")
+        out += [" " + line for line in before] + ["-" + line for line in hunk[0]]
+        out += ["+" + line for line in hunk[1]] + [" " + line for line in after]
+    return "\n".join(out)
 
 
 def main():

@@ -81,7 +81,7 @@ class MSDeformableAttention(nn.Module):
         grid_init = grid_init / grid_init.abs().max(-1, keepdims=True)
         grid_init = grid_init.reshape(self.num_heads, 1, 1, 2).repeat(1, self.num_levels, self.num_points, 1)
         scaling = jt.arange(1, self.num_points + 1, dtype="float32").reshape(1, 1, -1, 1)
-        grid_init = grid_init * scaling
+        grid_init *= scaling
         self.sampling_offsets.bias.assign(grid_init.flatten())
 
         # attention_weights
