@@ -4,7 +4,8 @@
    random weights: eval outputs in float32 (TF32 off) and float64, and a training
    forward and backward in float64 (every loss term and gradient).
 2. The Jittor twin on CUDA (``jt.flags.use_cuda = 1``, nvcc from the machine) against
-   the reference on the CPU: eval outputs in float32.
+   the reference on the CPU: eval outputs in float32. The ``rtdetr_jittor.compat``
+   kernels give Jittor CPU sources only (``jt.code(cpu_src=...)``, no CUDA source).
 
 Prints one line per figure and a JSON summary last; a part that cannot run says why.
 

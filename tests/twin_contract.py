@@ -10,16 +10,23 @@ with ``ast`` and *normalised*, then the two normalised texts are compared line b
    every ``import`` (``tests/test_imports.py`` checks those); layout is ``ast.unparse``'s;
 2. a name bound by a framework import is spelled by what it refers to
    (``F`` -> ``torch.nn.functional``, ``jt`` -> ``jittor``, a name imported from
-   ``rtdetr_jittor.compat`` -> ``compat.<name>``), then written in torch's spelling by
-   ``NAMESPACES`` (``torch.nn.functional.X``/``jittor.nn.x`` -> ``F.X``,
-   ``jittor.nn.X``/``torch.nn.X`` -> ``nn.X``, ``jittor.X`` -> ``torch.X``);
-3. the compat shims become the torch call they reproduce (``COMPAT_AS_TORCH``), and a
-   plain Jittor op that has a shim keeps its Jittor spelling (``SHIMMED``), so it
-   differs from the reference's torch call: ``docs/TWINS.md``'s rule (use the shim)
-   is checked here;
-4. Jittor's spellings of the same operation become torch's (``RENAMES``,
-   ``KEYWORDS``, ``CALL_REWRITES``): ``execute`` -> ``forward``, ``.astype(t)`` ->
-   ``.to(t)``, ``keepdims=`` -> ``keepdim=``, ...
+   ``rtdetr_jittor.compat`` -> ``compat.<name>``), then in torch's spelling
+   (``NAMESPACES``, ``MODULES``, ``RENAMES``): ``torch.nn.functional.X`` and
+   ``jittor.nn.x`` -> ``F.X``, ``jittor.nn.X`` and ``torch.nn.X`` -> ``nn.X``,
+   ``jittor.X`` -> ``torch.X``;
+3. a compat shim becomes the torch call it reproduces (``COMPAT_AS_TORCH`` and the
+   ``compat.`` cases of ``_call_rewrite``), while a plain Jittor op that has a shim
+   keeps its Jittor spelling (``SHIMMED``), so it differs from the reference's torch
+   call: ``docs/TWINS.md``'s rule (a shim wherever one exists) is checked here;
+4. Jittor's spellings of the same operation become torch's: method names
+   (``METHODS``: ``execute`` -> ``forward``, ``astype`` -> ``to``, ...), keywords
+   (``KEYWORDS``), dtype strings (``DTYPE_STRINGS``), and the call rewrites of
+   ``_call_rewrite`` (``x.transpose(0, 2, 1)`` -> ``x.permute(...)``, ``x.tile([..])``
+   -> ``x.repeat(..)``, ``nn.Dropout(p, is_train=True)`` -> ``nn.Dropout(p)``, ...);
+5. torch-only placement and gradient-mode code goes: ``device`` arguments and
+   parameters, ``device = x.device``, ``.cpu()``, ``.contiguous()``, ``.to(device)``,
+   ``requires_grad=False`` (torch's default), ``@torch.no_grad()`` and
+   ``@torch.jit.unused`` decorators, and ``with torch.no_grad():`` (its body stays).
 
 ``python -m tests.twin_contract`` prints every unexplained hunk as an allow-list entry
 (reason left ``TODO``, which the test refuses) for a maintainer to judge.
