@@ -47,7 +47,6 @@ class FrozenBatchNorm2d(nn.Module):
         return x * scale + bias
 
 
-
 def freeze_batch_norm2d(module):
     """Replace every BatchNorm2d in ``module`` (or ``module`` itself) by a
     ``FrozenBatchNorm2d`` holding its current values; returns the (new) module."""

@@ -284,4 +284,3 @@ def _vars(idx):
 def _one_hot(classes, num_classes):
     """``F.one_hot`` in NumPy (int64)."""
     return (classes[..., None] == np.arange(num_classes)).astype(np.int64)
-
