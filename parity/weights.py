@@ -1,11 +1,11 @@
-"""Weights for comparison: realistic random values, and transfer between frameworks.
+"""Weights for comparison: realistic random values, the same NumPy state for both twins.
 
 Fresh initialisation is degenerate for comparison (box heads start at zero, so every
 decoder layer's boxes are equal and refinement is never exercised; activations are
 tiny), so parity runs use ``realistic_random_state``: every parameter and BatchNorm
 statistic gets random values of the scale a trained model has. The state is NumPy,
 keyed by state_dict name, and is loaded into both models, so they hold identical
-weights. Transfers check keys, shapes and dtypes and report anything not moved.
+weights. Loading checks keys and shapes (each twin's ``checkpoint.load_model_state``).
 """
 import numpy as np
 
@@ -38,44 +38,5 @@ def realistic_random_state(shapes, seed=0):
 
 
 def torch_shapes(model):
+    """``{name: (shape, dtype)}`` of a torch model's state_dict (for ``realistic_random_state``)."""
     return {k: (tuple(v.shape), v.detach().cpu().numpy().dtype) for k, v in model.state_dict().items()}
-
-
-def torch_state_numpy(model):
-    return {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
-
-
-def jittor_state_numpy(model):
-    """Jittor state in torch conventions (``num_batches_tracked`` 0-d int64)."""
-    from rtdetr_jittor.checkpoint import model_state_numpy
-    return model_state_numpy(model)
-
-
-def load_into_torch(model, state, strict=True):
-    """Load copies: a framework may keep the array's memory and update it in place."""
-    from reference_pytorch.checkpoint import load_model_state
-    return load_model_state(model, {k: np.array(v, copy=True) for k, v in state.items()}, strict=strict)
-
-
-def load_into_jittor(model, state, strict=True):
-    """Load copies: a framework may keep the array's memory and update it in place."""
-    from rtdetr_jittor.checkpoint import load_model_state
-    return load_model_state(model, {k: np.array(v, copy=True) for k, v in state.items()}, strict=strict)
-
-
-def set_identical_random_weights(torch_model, jt_model, seed=0):
-    """Give both models the same realistic random weights; return the NumPy state."""
-    state = realistic_random_state(torch_shapes(torch_model), seed)
-    load_into_torch(torch_model, state)
-    load_into_jittor(jt_model, state)
-    return state
-
-
-def transfer_torch_to_jittor(torch_model, jt_model, strict=True):
-    """Copy the reference's weights into the twin; returns the problem report."""
-    return load_into_jittor(jt_model, torch_state_numpy(torch_model), strict=strict)
-
-
-def transfer_jittor_to_torch(jt_model, torch_model, strict=True):
-    """Copy the twin's weights into the reference; returns the problem report."""
-    return load_into_torch(torch_model, jittor_state_numpy(jt_model), strict=strict)

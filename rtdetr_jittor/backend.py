@@ -13,9 +13,9 @@ from rtdetr_jittor._env import jt
 from . import build  # noqa: F401  (part of the interface: build(config, overrides))
 from .checkpoint import (load_model_state, load_training_checkpoint, model_state_numpy,  # noqa: F401
                          read_weights, save_training_checkpoint)
-from .compat import trainable_named_parameters
+from .compat import has_consumers, trainable_named_parameters
 from .optim.ema import ModelEMA  # noqa: F401
-from .optim.optim import build_optimizer, has_consumers, optimizer_update  # noqa: F401
+from .optim.optim import build_optimizer, optimizer_update  # noqa: F401
 
 NAME = "jittor"
 

@@ -4,7 +4,8 @@
    random weights: eval outputs in float32 (TF32 off) and float64, and a training
    forward and backward in float64 (every loss term and gradient).
 2. The Jittor twin on CUDA (``jt.flags.use_cuda = 1``, nvcc from the machine) against
-   the reference on the CPU: eval outputs in float32.
+   the reference on the CPU: eval outputs in float32. The ``rtdetr_jittor.compat``
+   kernels give Jittor CPU sources only (``jt.code(cpu_src=...)``, no CUDA source).
 
 Prints one line per figure and a JSON summary last; a part that cannot run says why.
 
@@ -52,7 +53,8 @@ def reference_cuda_vs_cpu(size, summary):
     import torch
     import reference_pytorch
     from parity.run import make_batch
-    from parity.weights import load_into_torch, realistic_random_state, torch_shapes
+    from parity.weights import realistic_random_state, torch_shapes
+    from reference_pytorch.checkpoint import load_model_state
     from rtdetr_common.noise import NumpyDenoisingNoise
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
@@ -62,14 +64,14 @@ def reference_cuda_vs_cpu(size, summary):
     images, targets = make_batch(0, 2, size, 80, [3, 5])
     for dtype in ("float32", "float64"):
         built.model.to(getattr(torch, dtype))
-        load_into_torch(built.model, state)
+        load_model_state(built.model, state)
         outs = {dev: reference_forward(built.model, images.astype(dtype), dev) for dev in ("cpu", "cuda")}
         for k in outs["cpu"]:
             summary[f"reference eval {dtype} {k} cuda-vs-cpu max rel"] = rel(outs["cpu"][k], outs["cuda"][k])
     built.model.double()
     results = {}
     for dev in ("cpu", "cuda"):
-        load_into_torch(built.model, state)
+        load_model_state(built.model, state)
         built.model.decoder.denoising_noise = NumpyDenoisingNoise(1)
         results[dev] = reference_forward(built.model, images.astype("float64"), dev,
                                          [{k: v.astype("float64") if v.dtype.kind == "f" else v for k, v in t.items()}

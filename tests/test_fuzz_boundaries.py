@@ -20,7 +20,7 @@ from PIL import Image
 
 import reference_pytorch.checkpoint as t_ckpt
 import rtdetr_jittor.checkpoint as j_ckpt
-from jittor import nn as jnn
+from rtdetr_jittor._env import jt
 from rtdetr_common.checkpoint_io import CheckpointError
 from rtdetr_common.data.coco_api import load_coco
 from rtdetr_common.data.images import read_image
@@ -28,7 +28,7 @@ from rtdetr_common.errors import AnnotationError, ImageError
 from tests.strategies import cut_points, json_values, wrong_typed_values
 
 DEADLINE = settings(deadline=timedelta(seconds=10))
-SIDES = {"pytorch": (t_ckpt, lambda: torch.nn.Linear(3, 2)), "jittor": (j_ckpt, lambda: jnn.Linear(3, 2))}
+SIDES = {"pytorch": (t_ckpt, lambda: torch.nn.Linear(3, 2)), "jittor": (j_ckpt, lambda: jt.nn.Linear(3, 2))}
 
 
 def one_line(error):

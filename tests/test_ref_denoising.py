@@ -56,8 +56,9 @@ def expected_positive_idx(counts, max_gt, num_group):
 
 
 def test_facts_gt_counts_3_5():
-    """UPSTREAM_BEHAVIOUR.md: GT counts [3, 5] give 20 groups, 200 denoising queries,
-    a 500x500 mask and dn_num_split [200, 300]."""
+    """GT counts [3, 5] with the official formulas: 100 denoising queries // 5 = 20
+    groups, 2 * 5 * 20 = 200 denoising queries, a (200 + 300)-square mask and
+    dn_num_split [200, 300]."""
     rng = np.random.default_rng(0)
     targets = make_targets([3, 5], rng, num_classes=80)
     cls, bbox, mask, meta = get_contrastive_denoising_training_group(

@@ -10,9 +10,9 @@ from parity.run import make_batch
 from reference_pytorch.backend import targets_from_numpy
 
 CONFIGS = {d: f"configs/rtdetr/rtdetr_{d}_6x_coco.yml" for d in ("r18vd", "r34vd", "r50vd", "r101vd")}
-# UPSTREAM_BEHAVIOUR.md: 21 keys for r18vd (3 decoder layers), 39 for r50vd (6). Three terms
-# each for the last layer, the other layers, the encoder proposals and every dn layer:
-# 3 + 3 * (L - 1) + 3 + 3 * L, so r34vd (4 layers) has 27.
+# The official criterion's keys: three terms (vfl, bbox, giou) each for the last layer, the
+# other layers, the encoder proposals and every dn layer: 3 + 3 * (L - 1) + 3 + 3 * L, so 21
+# for r18vd (3 decoder layers), 27 for r34vd (4), 39 for r50vd (6).
 LOSS_KEYS = {"r18vd": 21, "r34vd": 27, "r50vd": 39}
 
 

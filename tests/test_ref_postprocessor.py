@@ -1,12 +1,12 @@
 """Reference RTDETRPostProcessor: focal top-k against an independent NumPy
 implementation, [w, h] scaling, the official softmax form (implicit softmax dim 0),
-deploy tuple, COCO category remap, the shared COCO tables, and probes."""
+deploy tuple, COCO category remap, the COCO tables, and probes."""
 import numpy as np
 import torch
 from hypothesis import given, strategies as st
 
-from rtdetr_common import coco_categories, probes
-from rtdetr_common.data import coco_categories as data_coco_categories
+from rtdetr_common import probes
+from rtdetr_common.data import coco_categories
 from reference_pytorch.rtdetr.rtdetr_postprocessor import RTDETRPostProcessor
 
 
@@ -118,8 +118,6 @@ def test_coco_tables():
     l2c, c2l = coco_categories.mscoco_label2category, coco_categories.mscoco_category2label
     assert [l2c[i] for i in range(80)] == sorted(names)
     assert all(c2l[l2c[i]] == i for i in range(80))
-    # one source for both import paths
-    assert coco_categories.mscoco_label2category is data_coco_categories.mscoco_label2category
 
 
 def test_probes_record_results():

@@ -6,9 +6,8 @@ queries, the self-attention mask that keeps groups (and the matching part) apart
 and ``dn_meta`` for the criterion. The noise comes from a noise source object
 (``label_uniform``, ``new_labels``, ``box_sign_bits``, ``box_uniform``, drawn in that
 order); the default ``TorchDenoisingNoise`` reproduces the official draws from
-torch's global RNG exactly. Beyond the official code, a batch in which no image
-has ground truth returns ``(None,) * 4`` (the official code does too, but its
-criterion then fails; see UPSTREAM_BEHAVIOUR.md).
+torch's global RNG exactly. A batch in which no image has ground truth returns
+``(None,) * 4``, as the official code's ``max_gt_num == 0`` branch does.
 """
 import numpy as np
 import torch

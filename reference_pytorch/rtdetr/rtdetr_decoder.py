@@ -250,8 +250,6 @@ class RTDETRTransformer(nn.Module):
     ``denoising_noise``: the noise source for contrastive denoising (None: torch's
     global RNG, drawn as the official code draws)."""
 
-    __share__ = ["num_classes"]
-
     def __init__(self,
                  num_classes=80,
                  hidden_dim=256,

@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from rtdetr_common import probes
-from rtdetr_common.coco_categories import mscoco_label2category
+from rtdetr_common.data.coco_categories import mscoco_label2category
 
 from .box_ops import box_cxcywh_to_xyxy
 
@@ -93,4 +93,4 @@ class RTDETRPostProcessor(nn.Module):
 
 def _implicit_softmax_dim(x):
     """The dim torch picks for ``F.softmax(x)`` without one (0 for 0-, 1- and 3-D input)."""
-    return 0 if x.dim() in (0, 1, 3) else 1
+    return 0 if x.ndim in (0, 1, 3) else 1

@@ -42,18 +42,15 @@ class FrozenBatchNorm2d(nn.Module):
         b = self.bias.reshape(1, -1, 1, 1)
         rv = self.running_var.reshape(1, -1, 1, 1)
         rm = self.running_mean.reshape(1, -1, 1, 1)
-        scale = w * jt.rsqrt(rv + self.eps)
+        scale = w * (rv + self.eps).rsqrt()
         bias = b - rm * scale
         return x * scale + bias
-
-
-_BATCH_NORMS = (BatchNorm2d, nn.BatchNorm2d)
 
 
 def freeze_batch_norm2d(module):
     """Replace every BatchNorm2d in ``module`` (or ``module`` itself) by a
     ``FrozenBatchNorm2d`` holding its current values; returns the (new) module."""
-    if isinstance(module, _BATCH_NORMS):
+    if isinstance(module, BatchNorm2d):
         frozen = FrozenBatchNorm2d(module.num_features, eps=module.eps)
         frozen.weight.update(module.weight.detach())
         frozen.bias.update(module.bias.detach())

@@ -11,17 +11,15 @@ gradient is not the same thing: RT-DETR's box heads start with a zero last layer
 in the first step their hidden layers get an exactly-zero gradient through the graph,
 and torch counts that step (Adam step 1, decay) while a zero test would skip it and
 offset every later bias correction. A parameter is therefore treated as reached when
-the live graph has an op that consumes it (checked before ``jt.grad`` frees the
-graph); one the forward pass never touched (the denoising embedding in a batch with
-no ground truth) has none. Jittor has no accessor for a Var's consumers;
-``Var.debug_msg()`` prints their number as ``:o<N>`` (``jittor/src/var.cc``, 1.3.11).
+the live graph has an op that consumes it (``compat.has_consumers``, checked before
+``jt.grad`` frees the graph); one the forward pass never touched (the denoising
+embedding in a batch with no ground truth) has none.
 """
 import math
-import re
 
 from rtdetr_jittor._env import jt
 from rtdetr_common.param_groups import group_parameter_names, optimizer_defaults
-from rtdetr_jittor.compat import trainable_named_parameters
+from rtdetr_jittor.compat import has_consumers, minimum, trainable_named_parameters
 
 
 class AdamW:
@@ -83,17 +81,6 @@ class AdamW:
         jt.sync([v for st in self.state.values() for v in (st["exp_avg"], st["exp_avg_sq"])])
 
 
-_CONSUMERS = re.compile(r":o(\d+):")
-
-
-def has_consumers(var):
-    """Whether an op in the live graph takes ``var`` as input (see the module docstring)."""
-    match = _CONSUMERS.search(var.debug_msg())
-    if match is None:
-        raise RuntimeError(f"unexpected Var.debug_msg() format: {var.debug_msg()!r}")
-    return int(match.group(1)) > 0
-
-
 def build_optimizer(optimizer_cfg, model):
     """The AdamW above over the trainable parameters, grouped by the config's regexes.
     Each group also carries ``names`` (parameter names, in order) for the harness."""
@@ -112,7 +99,7 @@ def clip_grad_norm(optimizer, max_norm):
     squares = [(optimizer.grads[n].float64() ** 2).sum() for n in names]
     total = jt.sqrt(jt.stack(squares).sum()).astype(optimizer.grads[names[0]].dtype)
     if max_norm and max_norm > 0:
-        coef = jt.minimum(max_norm / (total + 1e-6), jt.ones_like(total))
+        coef = minimum(max_norm / (total + 1e-6), jt.ones_like(total))
         for n in names:
             optimizer.grads[n] = (optimizer.grads[n] * coef).detach()
     return float(total.item())

@@ -31,17 +31,17 @@ class JittorDenoisingNoise:
         return jt.rand(shape, dtype="float32", requires_grad=False)
 
     def new_labels(self, shape, num_classes):
-        return jt.randint(0, num_classes, shape=shape, dtype="int32")
+        return jt.randint(0, num_classes, shape, dtype="int32")
 
     def box_sign_bits(self, shape):
-        return jt.randint(0, 2, shape=shape, dtype="int32").float32()
+        return jt.randint(0, 2, shape, dtype="float32")
 
     def box_uniform(self, shape):
         return jt.rand(shape, dtype="float32", requires_grad=False)
 
 
-def _as_var(value, dtype):
-    """A noise draw (Var or NumPy array) as a Var of ``dtype``."""
+def _as_tensor(value, dtype):
+    """A noise draw (Var or NumPy array) as a Var of ``dtype`` (Jittor's tensor)."""
     if isinstance(value, jt.Var):
         return value.astype(dtype)
     return jt.array(np.asarray(value)).astype(dtype)
@@ -109,18 +109,18 @@ def get_contrastive_denoising_training_group(targets, num_classes, num_queries, 
     negative_gt_mask = jt.array(negative_gt_mask)
 
     if label_noise_ratio > 0:
-        mask = _as_var(noise.label_uniform(tuple(input_query_class.shape)), "float32") \
+        mask = _as_tensor(noise.label_uniform(tuple(input_query_class.shape)), jt.float32) \
             < (label_noise_ratio * 0.5)
         # randomly put a new one here
-        new_label = _as_var(noise.new_labels(tuple(mask.shape), num_classes), input_query_class.dtype)
+        new_label = _as_tensor(noise.new_labels(tuple(mask.shape), num_classes), input_query_class.dtype)
         input_query_class = jt.where(mask & pad_gt_mask, new_label, input_query_class)
 
     if box_noise_scale > 0:
         known_bbox = box_cxcywh_to_xyxy(input_query_bbox)
         diff = (input_query_bbox[..., 2:] * 0.5).repeat(1, 1, 2) * box_noise_scale
-        rand_sign = _as_var(noise.box_sign_bits(tuple(input_query_bbox.shape)), input_query_bbox.dtype) \
+        rand_sign = _as_tensor(noise.box_sign_bits(tuple(input_query_bbox.shape)), input_query_bbox.dtype) \
             * 2.0 - 1.0
-        rand_part = _as_var(noise.box_uniform(tuple(input_query_bbox.shape)), input_query_bbox.dtype)
+        rand_part = _as_tensor(noise.box_uniform(tuple(input_query_bbox.shape)), input_query_bbox.dtype)
         rand_part = (rand_part + 1.0) * negative_gt_mask + rand_part * (1 - negative_gt_mask)
         rand_part = rand_part * rand_sign
         known_bbox = known_bbox + rand_part * diff

@@ -281,8 +281,8 @@ class HybridEncoder(nn.Module):
         omega = jt.arange(pos_dim, dtype="float32") / pos_dim
         omega = 1. / (temperature ** omega)
 
-        out_w = jt.matmul(grid_w.flatten()[..., None], omega[None])
-        out_h = jt.matmul(grid_h.flatten()[..., None], omega[None])
+        out_w = grid_w.flatten()[..., None] @ omega[None]
+        out_h = grid_h.flatten()[..., None] @ omega[None]
 
         return jt.concat([out_w.sin(), out_w.cos(), out_h.sin(), out_h.cos()], dim=1)[None, :, :]
 

@@ -9,7 +9,7 @@ int array-like, replaces them for what follows;
 a forced callable is called with the solver's list and returns the list to use, so a
 harness can impose a different decision on each of the criterion's matcher calls).
 Jittor twin of ``reference_pytorch/rtdetr/matcher.py``; ``cdist`` is ``compat.cdist_l1``,
-``sigmoid`` is ``compat.sigmoid`` (Jittor's clamps logits below -30).
+``sigmoid`` and ``softmax`` are compat's (``docs/TWINS.md``: a shim wherever one exists).
 """
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -18,7 +18,7 @@ from rtdetr_jittor._env import jt
 from jittor import nn
 
 from rtdetr_common import probes
-from rtdetr_jittor.compat import cdist_l1, sigmoid
+from rtdetr_jittor.compat import cdist_l1, sigmoid, softmax
 from rtdetr_jittor.compat import to_numpy as _np
 
 from .box_ops import box_cxcywh_to_xyxy, generalized_box_iou
@@ -41,23 +41,20 @@ class HungarianMatcher(nn.Module):
 
         assert self.cost_class != 0 or self.cost_bbox != 0 or self.cost_giou != 0, "all costs cant be 0"
 
+    @jt.no_grad()
     def execute(self, outputs, targets):
         """``outputs``: ``pred_logits`` (B, Q, C) and ``pred_boxes`` (B, Q, 4, cxcywh);
         ``targets``: per image a dict with ``labels`` (n,) and ``boxes`` (n, 4, cxcywh).
         Returns per image ``(row, col)`` int64 Vars of length min(Q, n)."""
-        with jt.no_grad():
-            return self._match(outputs, targets)
-
-    def _match(self, outputs, targets):
         bs, num_queries = outputs["pred_logits"].shape[:2]
 
         # flatten to compute the cost matrices in a batch
         if self.use_focal_loss:
-            out_prob = sigmoid(outputs["pred_logits"].detach().flatten(0, 1))
+            out_prob = sigmoid(outputs["pred_logits"].flatten(0, 1))
         else:
-            out_prob = nn.softmax(outputs["pred_logits"].detach().flatten(0, 1), dim=-1)  # (B*Q, C)
+            out_prob = softmax(outputs["pred_logits"].flatten(0, 1))  # (B*Q, C)
 
-        out_bbox = outputs["pred_boxes"].detach().flatten(0, 1)  # (B*Q, 4)
+        out_bbox = outputs["pred_boxes"].flatten(0, 1)  # (B*Q, 4)
 
         tgt_ids = np.concatenate([_np(v["labels"]).astype(np.int64).reshape(-1) for v in targets])
         tgt_bbox = jt.concat([_var(v["boxes"]).reshape(-1, 4).astype(out_bbox.dtype) for v in targets], dim=0)

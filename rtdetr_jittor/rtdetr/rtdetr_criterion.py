@@ -11,7 +11,7 @@ process: the official value). The official mask and angle losses are not ported.
 Jittor twin of ``reference_pytorch/rtdetr/rtdetr_criterion.py``. Framework
 differences: indices, target classes and target scores (all gradient-free) are
 built in NumPy; loss values are shape-[1] Vars (Jittor has no 0-d tensors); large
-reductions accumulate in float64 (``_sum64``/``_mean64``: Jittor sums naively);
+reductions accumulate in float64 (``compat.sum64``/``compat.mean64``: Jittor sums naively);
 element-wise BCE is ``compat.binary_cross_entropy_with_logits`` (torch's formula and
 gradient); |x| is ``compat.absolute`` (torch's zero gradient at 0); ``sigmoid`` is
 ``compat.sigmoid`` (Jittor's clamps logits below -30).
@@ -22,7 +22,7 @@ from rtdetr_jittor._env import jt
 from jittor import nn
 
 from rtdetr_common import probes
-from rtdetr_jittor.compat import absolute, binary_cross_entropy_with_logits, make_buffer, sigmoid
+from rtdetr_jittor.compat import absolute, binary_cross_entropy_with_logits, make_buffer, mean64, sigmoid, sum64
 from rtdetr_jittor.compat import to_numpy as _np
 from rtdetr_jittor.compat import topk as _topk
 
@@ -85,7 +85,7 @@ class SetCriterion(nn.Module):
         one_hot = jt.array(_one_hot(target_classes, src_logits.shape[-1]))
         nll = -(nn.log_softmax(src_logits, dim=-1) * one_hot).sum(-1)
         w = self.empty_weight.numpy()[target_classes]
-        loss_ce = _sum64(nll * jt.array(w)) / float(w.astype(np.float64).sum())
+        loss_ce = sum64(nll * jt.array(w)) / float(w.astype(np.float64).sum())
         losses = {'loss_ce': loss_ce}
 
         if log:
@@ -100,7 +100,7 @@ class SetCriterion(nn.Module):
 
         target = _one_hot(target_classes, self.num_classes + 1)[..., :-1]
         loss = binary_cross_entropy_with_logits(src_logits, jt.array(target * 1.).float32())
-        loss = _sum64(_mean64(loss, 1)) * src_logits.shape[1] / num_boxes
+        loss = sum64(mean64(loss, 1)) * src_logits.shape[1] / num_boxes
         return {'loss_bce': loss}
 
     def loss_labels_focal(self, outputs, targets, indices, num_boxes, log=True):
@@ -114,7 +114,7 @@ class SetCriterion(nn.Module):
 
         target = _one_hot(target_classes, self.num_classes + 1)[..., :-1]
         loss = sigmoid_focal_loss(src_logits, jt.array(target.astype(np.float32)), self.alpha, self.gamma)
-        loss = _sum64(_mean64(loss, 1)) * src_logits.shape[1] / num_boxes
+        loss = sum64(mean64(loss, 1)) * src_logits.shape[1] / num_boxes
         return {'loss_focal': loss}
 
     def loss_labels_vfl(self, outputs, targets, indices, num_boxes, log=True):
@@ -140,7 +140,7 @@ class SetCriterion(nn.Module):
         weight = self.alpha * pred_score.pow(self.gamma) * jt.array(1 - target).float32() + target_score
 
         loss = binary_cross_entropy_with_logits(src_logits, target_score, weight=weight)
-        loss = _sum64(_mean64(loss, 1)) * src_logits.shape[1] / num_boxes
+        loss = sum64(mean64(loss, 1)) * src_logits.shape[1] / num_boxes
         return {'loss_vfl': loss}
 
     def loss_cardinality(self, outputs, targets, indices, num_boxes):
@@ -162,12 +162,12 @@ class SetCriterion(nn.Module):
         losses = {}
 
         loss_bbox = absolute(src_boxes - target_boxes)
-        losses['loss_bbox'] = _sum64(loss_bbox) / num_boxes
+        losses['loss_bbox'] = sum64(loss_bbox) / num_boxes
 
         loss_giou = 1 - jt.diag(generalized_box_iou(
             box_cxcywh_to_xyxy(src_boxes),
             box_cxcywh_to_xyxy(target_boxes)))
-        losses['loss_giou'] = _sum64(loss_giou) / num_boxes
+        losses['loss_giou'] = sum64(loss_giou) / num_boxes
         return losses
 
     def _get_src_permutation_idx(self, indices):
@@ -284,14 +284,3 @@ def _vars(idx):
 def _one_hot(classes, num_classes):
     """``F.one_hot`` in NumPy (int64)."""
     return (classes[..., None] == np.arange(num_classes)).astype(np.int64)
-
-
-def _sum64(x):
-    """Sum of all elements accumulated in float64 (Jittor's float32 sum is naive)."""
-    return x.float64().sum().astype(x.dtype)
-
-
-def _mean64(x, dim):
-    """Mean over ``dim`` accumulated in float64, returned in ``x``'s dtype (a sum and an
-    exact division: ``mean``'s backward multiplies by a float32 ``1/n``)."""
-    return (x.float64().sum(dim) / x.shape[dim]).astype(x.dtype)

@@ -8,7 +8,8 @@ the reference (``reference_pytorch/rtdetr/rtdetr_decoder.py``), so its state_dic
 loads here unchanged.
 
 Framework differences: ``compat.detach`` (out of place) wherever torch detaches;
-``compat.topk``/``compat.max_values`` for the top-k selection; ``compat.LayerNorm``,
+``compat.topk``/``compat.max_values`` for the top-k selection; ``compat.sigmoid`` and
+``compat.softmax`` (``docs/TWINS.md``: a shim wherever one exists); ``compat.LayerNorm``,
 ``compat.BatchNorm2d``, ``compat.MultiheadAttention`` and ``compat.Embedding``
 (padding row gets no gradient); the anchors and valid mask live in ``_anchors`` /
 ``_valid_mask`` (out of the state_dict and out of training); Dropout is created in
@@ -75,12 +76,12 @@ class MSDeformableAttention(nn.Module):
     def _reset_parameters(self):
         # sampling_offsets: zero weight, bias = one direction per head, scaled by point index
         init.constant_(self.sampling_offsets.weight, 0)
-        thetas = jt.arange(self.num_heads).float32() * (2.0 * math.pi / self.num_heads)
-        grid_init = jt.stack([jt.cos(thetas), jt.sin(thetas)], -1)
+        thetas = jt.arange(self.num_heads, dtype="float32") * (2.0 * math.pi / self.num_heads)
+        grid_init = jt.stack([thetas.cos(), thetas.sin()], -1)
         grid_init = grid_init / grid_init.abs().max(-1, keepdims=True)
         grid_init = grid_init.reshape(self.num_heads, 1, 1, 2).repeat(1, self.num_levels, self.num_points, 1)
-        scaling = jt.arange(1, self.num_points + 1).float32().reshape(1, 1, -1, 1)
-        grid_init = grid_init * scaling
+        scaling = jt.arange(1, self.num_points + 1, dtype="float32").reshape(1, 1, -1, 1)
+        grid_init *= scaling
         self.sampling_offsets.bias.assign(grid_init.flatten())
 
         # attention_weights
@@ -109,7 +110,7 @@ class MSDeformableAttention(nn.Module):
             bs, len_q, self.num_heads, self.num_levels, self.num_points, 2)
         attention_weights = self.attention_weights(query).reshape(
             bs, len_q, self.num_heads, self.num_levels * self.num_points)
-        attention_weights = nn.softmax(attention_weights, dim=-1).reshape(
+        attention_weights = compat.softmax(attention_weights).reshape(
             bs, len_q, self.num_heads, self.num_levels, self.num_points)
 
         if reference_points.shape[-1] == 2:
@@ -209,7 +210,7 @@ class TransformerDecoder(nn.Module):
         output = tgt
         dec_out_bboxes = []
         dec_out_logits = []
-        ref_points_detach = jt.sigmoid(ref_points_unact)
+        ref_points_detach = compat.sigmoid(ref_points_unact)
 
         for i, layer in enumerate(self.layers):
             ref_points_input = ref_points_detach.unsqueeze(2)
@@ -218,14 +219,14 @@ class TransformerDecoder(nn.Module):
             output = layer(output, ref_points_input, memory, memory_spatial_shapes, memory_level_start_index,
                            attn_mask, memory_mask, query_pos_embed)
 
-            inter_ref_bbox = jt.sigmoid(bbox_head[i](output) + inverse_sigmoid(ref_points_detach))
+            inter_ref_bbox = compat.sigmoid(bbox_head[i](output) + inverse_sigmoid(ref_points_detach))
 
             if self.training:
                 dec_out_logits.append(score_head[i](output))
                 if i == 0:
                     dec_out_bboxes.append(inter_ref_bbox)
                 else:
-                    dec_out_bboxes.append(jt.sigmoid(bbox_head[i](output) + inverse_sigmoid(ref_points)))
+                    dec_out_bboxes.append(compat.sigmoid(bbox_head[i](output) + inverse_sigmoid(ref_points)))
                 probes.record(f"decoder.layer{i}.boxes", dec_out_bboxes[-1])
                 probes.record(f"decoder.layer{i}.logits", dec_out_logits[-1])
 
@@ -247,8 +248,6 @@ class RTDETRTransformer(nn.Module):
 
     ``denoising_noise``: the noise source for contrastive denoising (None: Jittor's
     global RNG)."""
-
-    __share__ = ["num_classes"]
 
     def __init__(self,
                  num_classes=80,
@@ -415,8 +414,8 @@ class RTDETRTransformer(nn.Module):
         anchors = []
         for lvl, (h, w) in enumerate(spatial_shapes):
             grid_y, grid_x = jt.meshgrid(
-                jt.arange(h).astype(dtype),
-                jt.arange(w).astype(dtype))
+                jt.arange(end=h, dtype=dtype),
+                jt.arange(end=w, dtype=dtype))
             grid_xy = jt.stack([grid_x, grid_y], -1)
             valid_wh = jt.array(np.array([w, h], dtype=np.float32)).astype(dtype)
             grid_xy = (grid_xy.unsqueeze(0) + 0.5) / valid_wh
@@ -456,15 +455,15 @@ class RTDETRTransformer(nn.Module):
             topk_ind = jt.array(compat.to_numpy(topk_ind).astype(np.int64))
         topk_ind = compat.detach(topk_ind).int64()
 
-        reference_points_unact = jt.gather(
-            enc_outputs_coord_unact, 1, topk_ind.unsqueeze(-1).repeat(1, 1, enc_outputs_coord_unact.shape[-1]))
+        reference_points_unact = enc_outputs_coord_unact.gather(
+            dim=1, index=topk_ind.unsqueeze(-1).repeat(1, 1, enc_outputs_coord_unact.shape[-1]))
 
-        enc_topk_bboxes = jt.sigmoid(reference_points_unact)
+        enc_topk_bboxes = compat.sigmoid(reference_points_unact)
         if denoising_bbox_unact is not None:
             reference_points_unact = jt.concat([denoising_bbox_unact, reference_points_unact], 1)
 
-        enc_topk_logits = jt.gather(
-            enc_outputs_class, 1, topk_ind.unsqueeze(-1).repeat(1, 1, enc_outputs_class.shape[-1]))
+        enc_topk_logits = enc_outputs_class.gather(
+            dim=1, index=topk_ind.unsqueeze(-1).repeat(1, 1, enc_outputs_class.shape[-1]))
         probes.record("decoder.enc_topk_bboxes", enc_topk_bboxes)
         probes.record("decoder.enc_topk_logits", enc_topk_logits)
 
@@ -472,8 +471,8 @@ class RTDETRTransformer(nn.Module):
         if self.learnt_init_query:
             target = self.tgt_embed.weight.unsqueeze(0).repeat(bs, 1, 1)
         else:
-            target = jt.gather(
-                output_memory, 1, topk_ind.unsqueeze(-1).repeat(1, 1, output_memory.shape[-1]))
+            target = output_memory.gather(
+                dim=1, index=topk_ind.unsqueeze(-1).repeat(1, 1, output_memory.shape[-1]))
             target = compat.detach(target)
 
         if denoising_class is not None:

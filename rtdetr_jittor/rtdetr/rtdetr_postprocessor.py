@@ -17,7 +17,7 @@ from rtdetr_jittor._env import jt
 from jittor import nn
 
 from rtdetr_common import probes
-from rtdetr_common.coco_categories import mscoco_label2category
+from rtdetr_common.data.coco_categories import mscoco_label2category
 from rtdetr_jittor.compat import argmax, floor_divide, max_values, sigmoid, topk
 
 from .box_ops import box_cxcywh_to_xyxy
@@ -57,7 +57,7 @@ class RTDETRPostProcessor(nn.Module):
             scores = jt.gather(flat_scores, 1, index)
             labels = index % self.num_classes
             index = floor_divide(index, self.num_classes)
-            boxes = jt.gather(bbox_pred, 1, index.unsqueeze(-1).repeat(1, 1, bbox_pred.shape[-1]))
+            boxes = bbox_pred.gather(dim=1, index=index.unsqueeze(-1).repeat(1, 1, bbox_pred.shape[-1]))
 
         else:
             scores = nn.softmax(logits, dim=_implicit_softmax_dim(logits))[:, :, :-1]
@@ -65,8 +65,8 @@ class RTDETRPostProcessor(nn.Module):
             boxes = bbox_pred
             if scores.shape[1] > self.num_top_queries:
                 scores, index = topk(scores, self.num_top_queries, dim=-1)
-                labels = jt.gather(labels, 1, index)
-                boxes = jt.gather(boxes, 1, index.unsqueeze(-1).repeat(1, 1, boxes.shape[-1]))
+                labels = jt.gather(labels, dim=1, index=index)
+                boxes = jt.gather(boxes, dim=1, index=index.unsqueeze(-1).repeat(1, 1, boxes.shape[-1]))
 
         probes.record('postprocessor.labels', labels)
         probes.record('postprocessor.boxes', boxes)

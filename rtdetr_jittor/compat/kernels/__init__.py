@@ -1,0 +1,22 @@
+"""C++ kernels (``jt.code``, OpenMP, CPU) for ops Jittor runs slowly or imprecisely,
+one file per kernel, each with its ``jt.Function`` wrapper (forward and backward):
+
+| file | entry point | replaces |
+|---|---|---|
+| ``batch_norm.py`` | ``batch_norm_train`` | BatchNorm2d's training statistics and backward (composed ops) |
+| ``layer_norm.py`` | ``layer_norm`` | LayerNorm's statistics and backward (composed ops) |
+| ``bmm.py`` | ``bmm`` | 3-D ``jt.matmul`` (single-threaded broadcast-multiply-reduce) |
+| ``softmax.py`` | ``softmax`` | ``nn.softmax`` over the last dimension |
+| ``deformable_attention.py`` | ``deformable_attention`` | per-level ``nn.grid_sample`` + weighted sum |
+
+Each computes the same math as what it replaces. ``RTDETR_JITTOR_BN=ops``,
+``RTDETR_JITTOR_LN=ops`` and ``RTDETR_JITTOR_MSDA=ops`` switch the BatchNorm, LayerNorm
+and deformable-attention kernels off for the composed Jittor ops (``enabled``).
+"""
+import os
+
+
+def enabled(name):
+    """Whether the kernel switched by ``RTDETR_JITTOR_<name>`` runs (read at each call):
+    any value but ``ops`` leaves it on."""
+    return os.environ.get(f"RTDETR_JITTOR_{name}", "kernel") != "ops"
