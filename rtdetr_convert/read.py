@@ -86,6 +86,7 @@ def _read_torch_zip(path):
     try:
         if torch is not None:
             return torch.load(path, map_location="cpu", weights_only=True)
+        import rtdetr_jittor._env  # noqa: F401  (Jittor set up offline before its utilities load)
         from jittor_utils.load_pytorch import load_pytorch  # torch's zip format without torch
         return load_pytorch(path)
     except ImportError as e:

@@ -13,7 +13,7 @@ from rtdetr_jittor._env import jt
 from . import build  # noqa: F401  (part of the interface: build(config, overrides))
 from .checkpoint import (load_model_state, load_training_checkpoint, model_state_numpy,  # noqa: F401
                          read_weights, save_training_checkpoint)
-from .compat import has_consumers, trainable_named_parameters
+from . import compat
 from .optim.ema import ModelEMA  # noqa: F401
 from .optim.optim import build_optimizer, optimizer_update  # noqa: F401
 
@@ -68,8 +68,8 @@ def named_gradients(loss, model):
     """``[(name, array or None)]`` of d loss / d parameter for every trainable parameter,
     None where the parameter is not reached by the graph (Jittor returns zeros there;
     torch's "grad is None" is "no op consumes it")."""
-    named = trainable_named_parameters(model)
-    used = [has_consumers(p) for _, p in named]
+    named = compat.trainable_named_parameters(model)
+    used = [compat.has_consumers(p) for _, p in named]
     grads = jt.grad(loss, [p for _, p in named])
     return [(n, g.numpy().copy() if u else None) for (n, _), g, u in zip(named, grads, used)]
 

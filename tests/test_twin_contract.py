@@ -36,6 +36,28 @@ def test_twin_files_are_the_same_code_but_for_listed_hunks(rel):
     assert not message, "\n".join(message)
 
 
+def _public_names(path):
+    import ast
+    with open(path, encoding="utf-8") as handle:
+        tree = ast.parse(handle.read())
+    names = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+        elif isinstance(node, ast.ImportFrom) and node.level:  # re-exports of the twin's own modules
+            names.update(a.asname or a.name for a in node.names if not (node.module is None and a.name == "compat"))
+    return {n for n in names if not n.startswith("_")}
+
+
+def test_backends_offer_the_same_interface():
+    """``backend.py`` is not compared line by line (``tc.NOT_COMPARED``); its names are."""
+    reference = _public_names(os.path.join(tc.ROOT, tc.REFERENCE, "backend.py"))
+    jittor = _public_names(os.path.join(tc.ROOT, tc.JITTOR, "backend.py"))
+    assert reference == jittor, {"reference only": reference - jittor, "jittor only": jittor - reference}
+
+
 def test_allow_list_entries_name_a_twin_file_and_give_one_line_reasons():
     assert set(ALLOW) <= set(FILES), set(ALLOW) - set(FILES)
     for rel, entries in ALLOW.items():
