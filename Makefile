@@ -24,9 +24,10 @@ TIME = scripts/timed.sh
 
 setup: $(VENV)/.ready
 
-$(VENV)/.ready: requirements.txt scripts/setup_onednn.sh rtdetr_jittor/_env.py scripts/warm_jittor_kernels.py
+$(VENV)/.ready: requirements.txt scripts/setup_onednn.sh scripts/setup_mpi.sh rtdetr_jittor/_env.py scripts/warm_jittor_kernels.py
 	@$(TIME) "venv + pinned packages" bash -c '[ -x $(VPY) ] || $(PY) -m venv $(VENV); $(VPY) -m pip install -q -r requirements.txt'
 	@$(TIME) "oneDNN for Jittor" bash scripts/setup_onednn.sh
+	@$(TIME) "OpenMPI for data-parallel Jittor" bash scripts/setup_mpi.sh
 	@$(TIME) "Jittor core compile" $(VPY) -m rtdetr_jittor._env
 	@$(TIME) "Jittor kernels of the shipped configs" $(VPY) scripts/warm_jittor_kernels.py
 	@bash scripts/venv_wrappers.sh $(VENV) .venv

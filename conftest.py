@@ -55,14 +55,15 @@ _PARITY_INDEX = []
 
 @pytest.fixture
 def parity_report(request):
-    """``parity_report(results, case, expected="PASS", **details)`` writes the report of
-    ``case`` (a ``parity.cases.Case``) under reports/parity/<test id>__<dtype>/ and
-    indexes it (reports/parity/index.md) with the verdict the test expects (a planted
+    """``parity_report(results, case, expected="PASS", label=None, **details)`` writes the
+    report of ``case`` (a ``parity.cases.Case``, or anything with ``config``, ``command()``
+    and, without a ``label``, ``dtype``) under reports/parity/<test id>__<label or dtype>/
+    and indexes it (reports/parity/index.md) with the verdict the test expects (a planted
     bug expects FAIL)."""
     from parity.index import write_test_report
 
-    def write(results, case, expected="PASS", **details):
-        return write_test_report(_PARITY_INDEX, request.node.nodeid, results, case.dtype,
+    def write(results, case, expected="PASS", label=None, **details):
+        return write_test_report(_PARITY_INDEX, request.node.nodeid, results, label or case.dtype,
                                  {"command": case.command(), **details}, {"path": case.config}, expected=expected)
     return write
 

@@ -9,7 +9,9 @@
 5. cross-framework resume: a checkpoint of one framework continues in the other,
    within a stated multiple of the float32 floor of the same-framework continuation;
 6. (full form only) official: ``gates.official`` trains the official r18vd config in
-   both frameworks from the same weights on the same batches.
+   both frameworks from the same weights on the same batches;
+7. (full form only) distributed: ``gates.distributed`` trains on 2 data-parallel ranks,
+   resumes that in one process, and evaluates on 2 ranks in both frameworks.
 
 pytest is the entry point and the verdict: ``tests/test_gates.py`` runs the quick form
 (``make test``), ``tests/test_gates_full.py`` the full form (``make gates``). Every
@@ -34,6 +36,7 @@ from parity.passes import perturb_one_ulp
 from rtdetr_common.files import write_text_atomic
 
 from .checks import check, failures, verdict
+from .distributed import gate_distributed
 from .infer_content import infer_problems
 from .official import draw_batches, gate_official
 from .progress import track
@@ -49,10 +52,10 @@ GATES = ("train", "eval", "infer", "resume", "cross_resume")
 
 QUICK = dict(input_size=64, batch_size=2, train_steps=8, fixed_batch_size=4, resume_steps=4, max_epochs=1,
              target_ap50=None, data_sizes=None, score_threshold=0.05,
-             overrides={"lr_warmup_scheduler": {"warmup_duration": 1}}, official=None)
+             overrides={"lr_warmup_scheduler": {"warmup_duration": 1}}, official=None, distributed=False)
 FULL = dict(input_size=128, batch_size=8, train_steps=None, fixed_batch_size=None, resume_steps=10, max_epochs=60,
             target_ap50=0.5, data_sizes=(512, 64), score_threshold=0.3, overrides={},
-            official=dict(input_size=128, batch_size=4, steps=30, warmup_steps=5))
+            official=dict(input_size=128, batch_size=4, steps=30, warmup_steps=5), distributed=True)
 
 
 def engine_class(framework):
@@ -335,6 +338,9 @@ def run_framework(fw, settings, data, base):
     g["resume"] = run_gate(f"{fw}/resume", gate_resume, fw, settings, data, os.path.join(base, "resume"))
     g["cross_resume"] = run_gate(f"{fw}/cross_resume", gate_cross_resume, fw, settings, data,
                                  os.path.join(base, "cross_resume"))
+    if settings["distributed"]:
+        g["distributed"] = run_gate(f"{fw}/distributed", gate_distributed, fw, settings, data, weights,
+                                    os.path.join(base, "distributed"))
     return g
 
 

@@ -41,7 +41,9 @@ from .passes import perturb_one_ulp
 class _Trainer:
     """One side's training state for the step comparison."""
 
-    def __init__(self, side, noise_seed, multi_scale=None):
+    def __init__(self, side, noise_seed, multi_scale=None, reduce_gradients=None):
+        """``reduce_gradients(optimizer)``: the data-parallel gradient average, or None."""
+        self.reduce_gradients = reduce_gradients
         self.backend = backend = side.backend
         self.built = built = side.built
         cfg = built.cfg
@@ -69,7 +71,7 @@ class _Trainer:
             losses = criterion(out, backend.targets_from_numpy(targets))
         total = sum(losses.values())
         loss_value = to_numpy(total).reshape(())
-        grad_norm = backend.optimizer_update(total, self.optimizer, self.clip)
+        grad_norm = backend.optimizer_update(total, self.optimizer, self.clip, reduce_gradients=self.reduce_gradients)
         self.ema.update(model)
         return loss_value, grad_norm, constants
 

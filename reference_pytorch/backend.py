@@ -2,6 +2,9 @@
 harness (``parity``) and other framework-neutral drivers call, so that they never branch
 on the framework. ``rtdetr_jittor.backend`` is its twin: same names, same meanings.
 
+Data-parallel glue (``init_world``, ``sync_batch_norm``, ``broadcast_state``,
+``average_gradients``, ``all_reduce_sum``) comes from the twin's ``distributed``.
+
 Values cross the interface as NumPy arrays: ``to_numpy`` copies a tensor out,
 ``from_numpy`` copies an array in with its dtype kept (float64 stays float64, int64
 stays int64).
@@ -12,6 +15,8 @@ import torch
 from . import build  # noqa: F401  (part of the interface: build(config, overrides))
 from .checkpoint import (load_model_state, load_training_checkpoint, model_state_numpy,  # noqa: F401
                          optimizer_state_numpy, read_weights, save_training_checkpoint)
+from .distributed import (all_reduce_sum, average_gradients, broadcast_state, init_world,  # noqa: F401
+                          sync_batch_norm)
 from .optim.ema import ModelEMA  # noqa: F401
 from .optim.optim import build_optimizer, optimizer_update  # noqa: F401
 

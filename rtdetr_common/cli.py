@@ -41,8 +41,10 @@ def train_main(engine_cls, argv=None):
     p.add_argument("--no-eval", action="store_true")
     p.add_argument("--target-ap50", type=float, default=None, help="stop once val AP50 exceeds this")
     args = p.parse_args(argv)
-    result = train(_engine(engine_cls, args), args)
-    print(json.dumps({k: v for k, v in result.items() if k != "history"}))
+    engine = _engine(engine_cls, args)
+    result = train(engine, args)
+    if engine.world.main:
+        print(json.dumps({k: v for k, v in result.items() if k != "history"}))
     return result
 
 

@@ -7,11 +7,18 @@ randomness (denoising noise, multi-scale size) comes from one NumPy generator sa
 checkpoints, so both frameworks draw the same noise and a resumed run, in either
 framework, continues the same stream. Each twin's ``engine.Engine`` is this class with
 its backend.
+
+Data-parallel (``self.world`` from the backend's ``init_world``, more than one rank
+under the framework's launcher): ``setup_training`` synchronises BatchNorm and
+broadcasts rank 0's weights, ``train_step`` averages gradients over the ranks and
+reports the loss averaged over them, and each rank's noise stream is its own
+(``rtdetr_common.distributed.rank_generator``); with one rank nothing changes.
 """
 import random
 
 import numpy as np
 
+from .distributed import mean_over_ranks, rank_generator
 from .lr_schedule import build_lr_schedule
 from .noise import NumpyDenoisingNoise, NumpySizeSampler
 from .training import TrainingSettings
@@ -35,6 +42,7 @@ class Engine:
     def __init__(self, config_path, overrides=None, seed=None):
         """``seed``: seed everything before the model is built, so its initial weights
         follow it too (seeding after construction leaves them to the RNG's earlier state)."""
+        self.world = self.backend.init_world()
         if seed is not None:
             self.seed_everything(seed)
         built = self.backend.build(config_path, overrides)
@@ -50,10 +58,13 @@ class Engine:
         np.random.seed(seed)
         random.seed(seed)
         self.backend.manual_seed(seed)
-        self.training_rng = np.random.default_rng(seed)
+        self.training_rng = rank_generator(seed, self.world.rank)
 
     def setup_training(self):
         self.backend.set_mode(self.model, True)
+        if self.world.size > 1:
+            self.backend.sync_batch_norm(self.model)
+            self.backend.broadcast_state(self.model)
         self.optimizer, self.ema, self.lr_schedule = build_training(self.backend, self.cfg, self.model)
         rng = getattr(self, "training_rng", None) or np.random.default_rng(0)
         self.training_rng = rng
@@ -81,13 +92,19 @@ class Engine:
         loss = sum(loss_dict.values())
         loss_value = float(backend.to_numpy(loss))
         losses = {k: float(backend.to_numpy(v)) for k, v in loss_dict.items()}
+        loss_value, losses = mean_over_ranks(loss_value, losses, self.world, backend.all_reduce_sum)
         check_finite_loss(loss_value, losses)
         grad_norm = backend.optimizer_update(loss, self.optimizer, self.clip_max_norm,
-                                             before_step=lambda norm: check_finite_loss(loss_value, losses, norm))
+                                             before_step=lambda norm: check_finite_loss(loss_value, losses, norm),
+                                             reduce_gradients=backend.average_gradients if self.world.size > 1 else None)
         if self.ema is not None:
             self.ema.update(self.model)
         backend.sync()
         return {"loss": loss_value, "losses": losses, "grad_norm": grad_norm, "lr": self.lr_schedule.current_lrs()[0]}
+
+    def all_reduce_sum(self, array):
+        """A NumPy array summed over the data-parallel ranks (itself with one rank)."""
+        return self.backend.all_reduce_sum(array)
 
     def end_epoch(self):
         self.lr_schedule.step_epoch()

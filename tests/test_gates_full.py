@@ -19,7 +19,7 @@ def summary(request):
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
-@pytest.mark.parametrize("gate", GATES + ("official",))
+@pytest.mark.parametrize("gate", GATES + ("official", "distributed"))
 def test_gate(summary, framework, gate):
     result = summary["gates"][framework][gate]
     assert result["passed"], report(result)

@@ -5,8 +5,9 @@ varifocal) and box (L1, GIoU) losses, for the last layer, every auxiliary output
 
 Returned losses are already multiplied by ``weight_dict`` (terms absent from it are
 dropped); the total loss is their sum. Each term is recorded as the probe
-``criterion.{key}``. Distributed averaging of ``num_boxes`` is not included (one
-process: the official value). The official mask and angle losses are not ported.
+``criterion.{key}``. In a data-parallel run ``num_boxes`` is all-reduced and
+divided by the number of ranks, as the official criterion does. The official mask
+and angle losses are not ported.
 """
 import torch
 import torch.nn as nn
@@ -14,6 +15,7 @@ import torch.nn.functional as F
 
 from rtdetr_common import probes
 
+from ..distributed import get_world_size, is_dist_available_and_initialized
 from .box_ops import box_cxcywh_to_xyxy, box_iou, generalized_box_iou
 
 
@@ -192,7 +194,9 @@ class SetCriterion(nn.Module):
 
         num_boxes = sum(len(t["labels"]) for t in targets)
         num_boxes = torch.as_tensor([num_boxes], dtype=torch.float, device=next(iter(outputs.values())).device)
-        num_boxes = torch.clamp(num_boxes, min=1).item()
+        if is_dist_available_and_initialized():
+            torch.distributed.all_reduce(num_boxes)
+        num_boxes = torch.clamp(num_boxes / get_world_size(), min=1).item()
 
         losses = {}
         for loss in self.losses:

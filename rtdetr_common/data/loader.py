@@ -7,9 +7,17 @@ with a generator seeded by ``(seed, ORDER_STREAM, e)``, the item at dataset inde
 of the training loop. The loader's whole state is therefore ``(epoch, position)``;
 restoring it resumes on exactly the batch an uninterrupted run would have
 produced next.
+
+Data-parallel runs (``world`` of ``rtdetr_common.distributed``): batches are global,
+the same for every number of ranks, and each rank loads only its shard of each
+(``shard_slice``); the state stays ``(epoch, position)`` in global batches, so it
+resumes with any number of ranks. A shard none of whose items loads is yielded as
+``None``, so that every rank sees every batch position and the caller can skip the
+batch on all ranks together.
 """
 import numpy as np
 
+from ..distributed import SINGLE, shard_slice
 from .errors import SampleUnavailable
 
 # Distinct first keys keep the three kinds of generators from ever sharing a seed.
@@ -43,11 +51,12 @@ class DataLoader:
     ``len(loader)`` is the number of batches per epoch. Iterating yields the
     batches left in the current epoch, then moves to the next epoch. Items whose
     ``dataset.load`` raises ``SampleUnavailable`` are left out of their batch
-    (a batch left empty is skipped).
+    (a batch left empty is skipped; with several ranks it is yielded as ``None``).
+    ``world``: this process's rank among data-parallel ranks; ``batch_size`` is global.
     """
 
     def __init__(self, dataset, batch_size=1, shuffle=False, drop_last=False, seed=0,
-                 collate_fn=collate_detection):
+                 collate_fn=collate_detection, world=SINGLE):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if int(seed) < 0:
@@ -58,6 +67,7 @@ class DataLoader:
         self.drop_last = bool(drop_last)
         self.seed = int(seed)
         self.collate_fn = collate_fn
+        self.world = world
         self.epoch = 0
         self.position = 0  # batches of the current epoch already handed out
         self._cached_order = (None, None)  # (epoch, order)
@@ -86,9 +96,11 @@ class DataLoader:
         return order[batch_index * self.batch_size:(batch_index + 1) * self.batch_size]
 
     def load_batch(self, epoch, batch_index):
-        """The collated batch ``batch_index`` of ``epoch``, or None if none of its items load."""
+        """This rank's shard of batch ``batch_index`` of ``epoch``, collated, or None if none
+        of its items load (the whole batch in a single process)."""
         samples = []
-        for index in self.batch_indices(epoch, batch_index):
+        indices = self.batch_indices(epoch, batch_index)
+        for index in indices[shard_slice(len(indices), self.world)]:
             try:
                 rng = derive_rng(self.seed, SAMPLE_STREAM, epoch, index)
                 samples.append(self.dataset.load(int(index), rng=rng))
@@ -111,7 +123,7 @@ class DataLoader:
             epoch, batch_index = self.epoch, self.position
             self.position += 1
             batch = self.load_batch(epoch, batch_index)
-            if batch is not None:
+            if batch is not None or self.world.size > 1:
                 yield batch
         self.epoch += 1
         self.position = 0

@@ -105,11 +105,15 @@ def clip_grad_norm(optimizer, max_norm):
     return float(total.item())
 
 
-def optimizer_update(loss, optimizer, max_norm, before_step=None):
+def optimizer_update(loss, optimizer, max_norm, before_step=None, reduce_gradients=None):
     """zero_grad, backward, clip, step. Returns the gradient norm before clipping.
-    ``before_step(norm)``, if given, is called before the step and may refuse it by raising."""
+    ``reduce_gradients(optimizer)``, if given, runs after backward (the data-parallel
+    average over ranks); ``before_step(norm)``, if given, is called before the step and
+    may refuse it by raising."""
     optimizer.zero_grad()
     optimizer.backward(loss)
+    if reduce_gradients is not None:
+        reduce_gradients(optimizer)
     norm = clip_grad_norm(optimizer, max_norm)
     if before_step is not None:
         before_step(norm)

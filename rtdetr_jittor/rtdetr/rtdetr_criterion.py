@@ -5,8 +5,9 @@ varifocal) and box (L1, GIoU) losses, for the last layer, every auxiliary output
 
 Returned losses are already multiplied by ``weight_dict`` (terms absent from it are
 dropped); the total loss is their sum. Each term is recorded as the probe
-``criterion.{key}``. Distributed averaging of ``num_boxes`` is not included (one
-process: the official value). The official mask and angle losses are not ported.
+``criterion.{key}``. In a data-parallel run ``num_boxes`` is all-reduced and
+divided by the number of ranks, as the official criterion does. The official mask
+and angle losses are not ported.
 
 Jittor twin of ``reference_pytorch/rtdetr/rtdetr_criterion.py``. Framework
 differences: indices, target classes and target scores (all gradient-free) are
@@ -26,6 +27,7 @@ from rtdetr_jittor.compat import absolute, binary_cross_entropy_with_logits, mak
 from rtdetr_jittor.compat import to_numpy as _np
 from rtdetr_jittor.compat import topk as _topk
 
+from ..distributed import all_reduce_sum, get_world_size, is_dist_available_and_initialized
 from .box_ops import box_cxcywh_to_xyxy, box_iou, generalized_box_iou
 
 
@@ -209,7 +211,10 @@ class SetCriterion(nn.Module):
         indices = self.matcher(outputs_without_aux, targets)
 
         num_boxes = sum(len(_np(t["labels"])) for t in targets)
-        num_boxes = max(float(np.float32(num_boxes)), 1.0)
+        num_boxes = np.array([num_boxes], np.float32)
+        if is_dist_available_and_initialized():
+            num_boxes = all_reduce_sum(num_boxes)
+        num_boxes = max(float(num_boxes[0] / np.float32(get_world_size())), 1.0)
 
         losses = {}
         for loss in self.losses:
