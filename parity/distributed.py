@@ -37,7 +37,7 @@ from rtdetr_common.checkpoint_io import save_atomic
 from rtdetr_common.launch import launcher
 
 from . import store
-from .judge import fold_floor, judge_captures
+from .judge import judge_captures, noise_floors
 from .run import make_batch
 from .tolerances import load_registry
 
@@ -119,10 +119,8 @@ def floors_of(output):
     """Per-tensor noise floor: the largest drift of the perturbed copies from the run's state."""
     if not output["floor_states"]:
         return None
-    floors, state = {}, store.capture_from_arrays(output["state"])
-    for perturbed in output["floor_states"]:
-        fold_floor(floors, state, store.capture_from_arrays(perturbed))
-    return floors
+    return dict(noise_floors(store.capture_from_arrays(output["state"]),
+                             [store.capture_from_arrays(perturbed) for perturbed in output["floor_states"]]))
 
 
 def judge(reference, test, registry, floors=None):

@@ -29,7 +29,7 @@ import torch.nn as nn
 
 from rtdetr_common.distributed import SINGLE, World
 
-BACKEND = "gloo"
+_BACKEND = "gloo"  # the engine keeps the model on the CPU; NCCL takes CUDA tensors only
 
 
 def init_world():
@@ -39,7 +39,7 @@ def init_world():
     if size == 1 and not is_dist_available_and_initialized():
         return SINGLE
     if not is_dist_available_and_initialized():
-        dist.init_process_group(BACKEND)
+        dist.init_process_group(_BACKEND)
     return World(dist.get_rank(), dist.get_world_size())
 
 

@@ -407,6 +407,8 @@ def hunk_text(hunk):
 NOT_COMPARED = {
     "backend.py": "the framework glue itself: every function is its framework's own spelling of one interface "
                   "(tests/test_twin_contract.py checks that both backends offer the same names)",
+    "distributed.py": "data-parallel glue: torch.distributed under torchrun against Jittor's MPI ops under mpirun, "
+                      "one interface spelled twice (tests/test_twin_contract.py checks the same names)",
 }
 
 
