@@ -30,9 +30,11 @@ BATCH = 4
 # The distance of a mixed run's update from the one-process run's, over the floor (the
 # distance of a one-process run from one-ulp-perturbed initial weights, one sample):
 # measured PyTorch 8.4e-7 and 3.1e-6 over a floor of 1.4e-6 (ratios 0.6 and 2.2), Jittor
-# 1.6e-6 and 3.6e-7 over 2.7e-5; training one shard twice instead of both gives 0.137
+# 1.6e-6 and 4.8e-7 over 2.7e-5; training one shard twice instead of both gives 0.137
 # (PyTorch), 1e5 times the floor.
 FLOOR_RATIO = 10.0
+
+
 def run_tool(framework, ranks, tool, *args):
     env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
     cmd = [*launcher(framework, ranks, env=env), "-m", f"{PACKAGE[framework]}.tools.{tool}", "-c", CFG,
