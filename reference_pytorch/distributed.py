@@ -36,6 +36,9 @@ def init_world():
     """Join the launcher's process group (once) and return this process's ``World``;
     ``SINGLE`` when not started by a launcher with more than one process."""
     size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size == 1 and int(os.environ.get("OMPI_COMM_WORLD_SIZE", "1")) > 1:
+        raise RuntimeError("started by mpirun: the reference runs data-parallel under torchrun "
+                           "(torchrun --nproc_per_node N -m reference_pytorch.tools.train ...)")
     if size == 1 and not is_dist_available_and_initialized():
         return SINGLE
     if not is_dist_available_and_initialized():

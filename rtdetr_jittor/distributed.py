@@ -20,6 +20,8 @@ Jittor's ``mpi_all_reduce`` maps int64 to ``MPI_DOUBLE_INT`` (a pair type,
 ``extern/mpi/ops/mpi_all_reduce_op.cc``, 1.3.11), so integers travel as int32 and
 counts as float64. ``reference_pytorch.distributed`` is its twin (torch.distributed).
 """
+import os
+
 import numpy as np
 
 from rtdetr_jittor._env import jt
@@ -30,6 +32,9 @@ from rtdetr_jittor.compat import BatchNorm2d, constant
 
 def init_world():
     """This process's ``World`` under ``mpirun``; ``SINGLE`` otherwise (or with one process)."""
+    if not jt.in_mpi and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise RuntimeError("started by torchrun: the Jittor twin runs data-parallel under mpirun "
+                           "(mpirun -np N python -m rtdetr_jittor.tools.train ...)")
     if not is_dist_available_and_initialized():
         return SINGLE
     return World(int(jt.rank), int(jt.world_size))

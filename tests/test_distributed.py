@@ -176,3 +176,17 @@ def test_infer_refuses_to_run_on_several_ranks():
     engine = SimpleNamespace(world=World(1, 2))
     with pytest.raises(ValueError, match="infer runs in one process, not on 2 data-parallel ranks"):
         run_infer(engine, SimpleNamespace())
+
+
+def test_each_twin_refuses_the_other_frameworks_launcher(monkeypatch):
+    from reference_pytorch.distributed import init_world as reference_world
+    from rtdetr_jittor.distributed import init_world as jittor_world
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "2")
+    with pytest.raises(RuntimeError, match="started by mpirun: the reference runs data-parallel under torchrun"):
+        reference_world()
+    monkeypatch.delenv("OMPI_COMM_WORLD_SIZE")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(RuntimeError, match="started by torchrun: the Jittor twin runs data-parallel under mpirun"):
+        jittor_world()
+    monkeypatch.delenv("WORLD_SIZE")
+    assert reference_world() == jittor_world() == SINGLE
