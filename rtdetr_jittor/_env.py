@@ -6,7 +6,10 @@ finds it laid out under ``~/.cache/jittor/mkl`` (``scripts/setup_onednn.sh`` doe
 that from Debian's ``libdnnl-dev``). Jittor also reseeds NumPy and ``random`` from the
 clock on import; this module restores their states so importing the project seeds
 nothing behind the user's back, and it restores the default SIGCHLD handling that
-Jittor replaces (see ``_restore_sigchld``). Every Jittor import in the project goes through here::
+Jittor replaces (see ``_restore_sigchld``). When OpenMPI's ``mpicc`` is installed
+(``scripts/setup_mpi.sh``) Jittor compiles its MPI ops on import, offline and once
+(cached); under ``mpirun`` it then sets ``jt.in_mpi``, ``jt.rank`` and ``jt.world_size``
+(``rtdetr_jittor.distributed``). Every Jittor import in the project goes through here::
 
     from rtdetr_jittor._env import jt
 """
