@@ -73,15 +73,15 @@ def make_dataset(cfg, root, split, input_size, num_classes):
 
 
 class JsonlLog:
-    """Append-only JSON-lines log, flushed per record so a crash loses nothing."""
+    """Append-only JSON-lines log: each record is appended and the file closed again, so
+    a crash loses nothing and no handle stays open."""
 
     def __init__(self, path):
         self.path = path
-        self.file = open(path, "a")
 
     def write(self, **record):
-        self.file.write(json.dumps(record) + "\n")
-        self.file.flush()
+        with open(self.path, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
 
 
 def evaluate(engine, dataset, batch_size, use_ema=True, predictions_path=None, progress=True):
