@@ -34,10 +34,17 @@ def write_test_report(entries, test_id, results, label="", input_info=None, conf
     entries.append({"test": test_id, "label": label, "verdict": summary["verdict"], "expected": expected,
                     "total": summary["total"], "failed": summary["failed"],
                     "not_judgeable": summary.get("not_judgeable", 0),
-                    "worst_tol_ratio": summary["worst"][0]["tol_ratio"] if summary["worst"] else None,
+                    "worst_tol_ratio": worst_judged_ratio(report["tensors"]),
                     "first_divergence": first["name"] if first else None,
                     "link": f"{run}/report.md"})
     return report
+
+
+def worst_judged_ratio(tensors):
+    """The largest tol ratio among a report's judged tensors (a not-judgeable tensor's
+    ratio decides nothing); None when none was judged."""
+    ratios = [float(t["metrics"].get("tol_ratio") or 0.0) for t in tensors if t["verdict"] != "not judgeable"]
+    return max(ratios) if ratios else None
 
 
 def verdict_text(entry):
@@ -55,7 +62,7 @@ def write_index(entries, root=PARITY_REPORTS):
     lines = ["# Parity reports", "", "The comparisons of the last test session, then any user-data runs made since. "
              "A planted bug's comparison is expected to FAIL (`expected FAIL`); any other verdict than the "
              "expected one is marked **unexpected**.", "",
-             "| test | verdict | tensors | failed | not judgeable (float32) | worst tol ratio | first divergence | report |",
+             "| test | verdict | tensors | failed | not judgeable (float32) | worst tol ratio (judged) | first divergence | report |",
              "|---|---|---|---|---|---|---|---|"]
     for e in entries:
         ratio = e["worst_tol_ratio"]
