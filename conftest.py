@@ -5,6 +5,7 @@ no deadline; the default), ``dev`` (random, few examples, for quick iteration) a
 ``thorough`` (random, many examples).
 """
 import os
+import shutil
 import sys
 
 import numpy as np
@@ -32,6 +33,16 @@ def np_rng():
 @pytest.fixture(scope="session")
 def repo_root():
     return ROOT
+
+
+@pytest.fixture(scope="module")
+def module_folder(tmp_path_factory):
+    """A temporary folder for a module's shared runs, removed when the module ends: the
+    gates' checkpoints and the data-parallel captures are gigabytes each, and pytest would
+    otherwise keep them until the session ends."""
+    folder = tmp_path_factory.mktemp("module")
+    yield str(folder)
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def pytest_addoption(parser):

@@ -93,6 +93,7 @@ def prepare(case, folder):
     payload = {"config": case.config, "overrides": case.overrides(), "dtypes": list(case.dtypes),
                "noise_seed": case.noise_seed, "multi_scale": case.multi_scale, "batches": batches,
                "weights": realistic_random_state(torch_shapes(ref.model), case.weight_seed)}
+    os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, "case.pkl")
     save_atomic(payload, path)
     return path

@@ -16,6 +16,8 @@ size. ``test_denoising_makes_ranks_differ_from_one_process_but_not_between_frame
 shows the difference that remains with denoising on, and that the frameworks still
 agree rank by rank there. Reports: reports/parity/<test>__<comparison>__rank<r>__<dtype>/.
 """
+import os
+
 import numpy as np
 import pytest
 
@@ -33,13 +35,13 @@ DN_CASE = DistributedCase(CONFIG, dtypes=("float64",), size=64, batch=4, steps=1
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    return run_distributed_case(CASE, str(tmp_path_factory.mktemp("dp_steps")))
+def runs(module_folder):
+    return run_distributed_case(CASE, os.path.join(module_folder, "dp_steps"))
 
 
 @pytest.fixture(scope="module")
-def dn_runs(tmp_path_factory):
-    return run_distributed_case(DN_CASE, str(tmp_path_factory.mktemp("dp_dn")),
+def dn_runs(module_folder):
+    return run_distributed_case(DN_CASE, os.path.join(module_folder, "dp_dn"),
                                 runs=(("pytorch", 1), ("pytorch", 2), ("jittor", 2)))
 
 

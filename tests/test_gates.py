@@ -17,10 +17,9 @@ pytestmark = pytest.mark.gate
 
 
 @pytest.fixture(scope="module")
-def quick(tmp_path_factory):
+def quick(module_folder):
     """``(output folder, summary)`` of one quick run of every gate."""
-    out = str(tmp_path_factory.mktemp("gates"))
-    return out, run_all(QUICK, out)
+    return module_folder, run_all(QUICK, module_folder)
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
