@@ -4,7 +4,7 @@ that swaps it in for every BatchNorm2d of a module."""
 from rtdetr_jittor._env import jt
 from jittor import nn
 
-from ..compat import BatchNorm2d, make_buffer
+from ..compat import BatchNorm2d, Conv2d, make_buffer
 from ..rtdetr.utils import get_activation
 
 
@@ -13,7 +13,7 @@ class ConvNormLayer(nn.Module):
 
     def __init__(self, ch_in, ch_out, kernel_size, stride, padding=None, bias=False, act=None):
         super().__init__()
-        self.conv = nn.Conv2d(
+        self.conv = Conv2d(
             ch_in, ch_out, kernel_size, stride,
             padding=(kernel_size - 1) // 2 if padding is None else padding, bias=bias)
         self.norm = BatchNorm2d(ch_out)

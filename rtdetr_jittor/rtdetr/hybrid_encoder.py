@@ -12,7 +12,7 @@ from rtdetr_jittor._env import jt
 from jittor import nn
 
 from rtdetr_common import probes
-from rtdetr_jittor.compat import BatchNorm2d, LayerNorm, MultiheadAttention, detach
+from rtdetr_jittor.compat import BatchNorm2d, Conv2d, LayerNorm, MultiheadAttention, detach
 
 from .utils import get_activation
 
@@ -24,7 +24,7 @@ class ConvNormLayer(nn.Module):
 
     def __init__(self, ch_in, ch_out, kernel_size, stride, padding=None, bias=False, act=None):
         super().__init__()
-        self.conv = nn.Conv2d(
+        self.conv = Conv2d(
             ch_in,
             ch_out,
             kernel_size,
@@ -61,7 +61,7 @@ class RepVggBlock(nn.Module):
         """Fuse the two branches (using BatchNorm running statistics) into ``self.conv``.
         As in the official code, ``conv1``/``conv2`` are kept."""
         if not hasattr(self, "conv"):
-            self.conv = nn.Conv2d(self.ch_in, self.ch_out, 3, 1, padding=1)
+            self.conv = Conv2d(self.ch_in, self.ch_out, 3, 1, padding=1)
         kernel, bias = self.get_equivalent_kernel_bias()
         self.conv.weight.update(detach(kernel))
         self.conv.bias.update(detach(bias))
@@ -211,7 +211,7 @@ class HybridEncoder(nn.Module):
         for in_channel in in_channels:
             self.input_proj.append(
                 nn.Sequential(
-                    nn.Conv2d(in_channel, hidden_dim, kernel_size=1, bias=False),
+                    Conv2d(in_channel, hidden_dim, kernel_size=1, bias=False),
                     BatchNorm2d(hidden_dim)
                 )
             )

@@ -360,7 +360,7 @@ class RTDETRTransformer(nn.Module):
         for in_channels in feat_channels:
             self.input_proj.append(
                 nn.Sequential(OrderedDict([
-                    ("conv", nn.Conv2d(in_channels, self.hidden_dim, 1, bias=False)),
+                    ("conv", compat.Conv2d(in_channels, self.hidden_dim, 1, bias=False)),
                     ("norm", compat.BatchNorm2d(self.hidden_dim))]))
             )
 
@@ -369,7 +369,7 @@ class RTDETRTransformer(nn.Module):
         for _ in range(self.num_levels - len(feat_channels)):
             self.input_proj.append(
                 nn.Sequential(OrderedDict([
-                    ("conv", nn.Conv2d(in_channels, self.hidden_dim, 3, 2, padding=1, bias=False)),
+                    ("conv", compat.Conv2d(in_channels, self.hidden_dim, 3, 2, padding=1, bias=False)),
                     ("norm", compat.BatchNorm2d(self.hidden_dim))]))
             )
             in_channels = self.hidden_dim
