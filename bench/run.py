@@ -1,6 +1,7 @@
 """``python -m bench.run``: Jittor vs PyTorch speed and memory, interleaved (``make bench``).
 
-For each model and phase (eval at batch 1, a training step at batch 2) one worker
+For each model and phase (eval at batch 1; deploy: eval at batch 1 after the official
+``model.deploy()``, RepVGG branches fused, in both frameworks; a training step at batch 2) one worker
 process per configuration (PyTorch; Jittor with oneDNN; Jittor without oneDNN where
 asked) is started and brought to a warm state one after the other, then the timed
 iterations alternate between the live workers (A B C, C B A, A B C, ...), so
@@ -31,7 +32,8 @@ from bench.workload import ROOT, model_tag
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
     p.add_argument("--models", default="r18vd,r50vd", help="comma-separated: r18vd, r34vd, r50vd, r101vd or config paths")
-    p.add_argument("--phases", default="eval,train")
+    p.add_argument("--phases", default="eval,deploy,train",
+                   help="eval, deploy (eval after the official model.deploy() in both frameworks), train")
     p.add_argument("--size", type=int, default=640)
     p.add_argument("--repeats", type=int, default=10, help="timed warm eval runs per configuration")
     p.add_argument("--train-repeats", type=int, default=5, help="timed warm training steps per configuration")
@@ -115,7 +117,7 @@ def loadavg():
 
 def _configs(args, model, phase):
     """(framework, onednn, repeats, warm-up) of every worker in one interleaved group."""
-    reps, warm = (args.repeats, args.warmup) if phase == "eval" else (args.train_repeats, args.train_warmup)
+    reps, warm = (args.repeats, args.warmup) if phase != "train" else (args.train_repeats, args.train_warmup)
     out = []
     for fw in _split(args.frameworks):
         if fw == "pytorch":
@@ -141,7 +143,7 @@ def _result(spec, onednn, worker=None, ready=None, done=None, error=None):
 
 def run_group(args, model, phase, work, log_dir):
     """Start the group's workers one by one, then interleave their timed iterations."""
-    batch = args.eval_batch if phase == "eval" else args.train_batch
+    batch = args.eval_batch if phase != "train" else args.train_batch
     live, results = [], []
     for fw, onednn, repeats, warmup in _configs(args, model, phase):
         tag = f"{model_tag(model)}_{phase}_{fw}" + ("" if onednn is None else ("_onednn" if onednn else "_noonednn"))
@@ -200,11 +202,11 @@ def agreement(results, work):
             continue
         tag = f"{model_tag(r['model'])}_{r['phase']}"
         jpath = os.path.join(work, f"{tag}_jittor_{'onednn' if r['onednn'] else 'noonednn'}_outputs.npz")
-        tpath = os.path.join(work, f"{tag}_torch_outputs.npz")
+        tpath = os.path.join(work, f"{tag}_pytorch_outputs.npz")
         if not (os.path.exists(jpath) and os.path.exists(tpath)):
             continue
         with np.load(jpath) as j, np.load(tpath) as t:
-            if r["phase"] == "eval":
+            if r["phase"] != "train":
                 figs = {f"max |diff| {k}": float(np.abs(j[k] - t[k]).max()) for k in ("pred_logits", "pred_boxes")}
                 figs.update(query_agreement(t, j))
             else:

@@ -9,7 +9,8 @@ reports peak resident memory and exits.
 Protocol lines go to a private copy of stdout; everything the frameworks print goes
 to stderr, so nothing can corrupt the protocol.
 
-SPEC keys: framework ('pytorch'|'jittor'), model, size, phase ('eval'|'train'),
+SPEC keys: framework ('pytorch'|'jittor'), model, size, phase ('eval'|'deploy'|'train';
+deploy: eval after the official ``model.deploy()``),
 batch, threads, warmup, weights (an .npz path: read, or written by the reference
 when absent), outputs (an .npz path for the eval outputs / first-step losses).
 """
@@ -73,7 +74,7 @@ class _Runner:
         """One timed iteration; returns wall milliseconds (``self.last_cpu_ms``: CPU time of
         the process, all its threads, over the same iteration)."""
         c0, t0 = time.process_time(), time.perf_counter()
-        self.last = self.eval_step() if self.spec["phase"] == "eval" else self.engine.train_step(self.images, self.targets)
+        self.last = self.eval_step() if self.spec["phase"] != "train" else self.engine.train_step(self.images, self.targets)
         t1, c1 = time.perf_counter(), time.process_time()
         self.last_cpu_ms = (c1 - c0) * 1000.0
         return (t1 - t0) * 1000.0
@@ -81,7 +82,7 @@ class _Runner:
     def save_outputs(self, path, first):
         if not path:
             return
-        if self.spec["phase"] == "eval":
+        if self.spec["phase"] != "train":
             np.savez(path, **self.last)
         else:
             np.savez(path, loss=np.float64(first["loss"]),
@@ -103,6 +104,8 @@ class TorchRunner(_Runner):
 
     def prepare_eval(self):
         self.model = self.engine.model.eval()
+        if self.spec["phase"] == "deploy":
+            self.model.deploy()
 
     def eval_step(self):
         with self.torch.no_grad():
@@ -125,6 +128,8 @@ class JittorRunner(_Runner):
     def prepare_eval(self):
         self.model = self.engine.model
         self.model.eval()
+        if self.spec["phase"] == "deploy":
+            self.model.deploy()
 
     def eval_step(self):
         jt = self.jt

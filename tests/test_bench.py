@@ -109,7 +109,8 @@ def test_bench_run_writes_documented_files(tmp_path):
     data = json.load(open(out / "bench.json"))
     assert all(k in data for k in report.REQUIRED_KEYS)
     assert {(r["phase"], r["framework"]) for r in data["results"]} == {
-        ("eval", "pytorch"), ("eval", "jittor"), ("train", "pytorch"), ("train", "jittor")}
+        (phase, fw) for phase in ("eval", "deploy", "train") for fw in ("pytorch", "jittor")}
+    assert {a["phase"] for a in data["agreement"]} == {"eval", "deploy", "train"}  # both outputs found
     for r in data["results"]:
         assert all(k in r for k in report.RESULT_KEYS)
         assert r["error"] is None, r["error"]
