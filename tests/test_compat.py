@@ -605,3 +605,60 @@ def test_conv2d_keeps_the_convolution_for_other_kernels_and_for_float64():
     for conv in (compat.Conv2d(4, 3, 1), compat.Conv2d(4, 3, 3, padding=1), compat.Conv2d(4, 3, 1, stride=2)):
         plain = jnn.Conv2d.execute(conv, x)
         assert np.array_equal(conv(x).numpy(), plain.numpy())
+
+
+@settings(max_examples=8)
+@given(shape=st.sampled_from([(1, 1, 1, 1), (2, 3, 5, 7), (1, 4, 33, 20)]), dtype=st.sampled_from(["float32", "float64"]),
+       zeros=st.booleans(), seed=st.integers(0, 2**16))
+def test_relu_kernel_value_and_gradient_match_torch_including_at_zero(shape, dtype, zeros, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape).astype(dtype)
+    if zeros:
+        x[rng.random(shape) < 0.3] = 0.0  # torch's gradient at 0 is 0
+    g = rng.standard_normal(shape).astype(dtype)
+    relu = compat.ReLU()
+    relu.train()
+    jx = jt.array(x, dtype=dtype)
+    y = relu(jx)
+    (gx,) = jt.grad((y * jt.array(g, dtype=dtype)).sum(), [jx])
+    tx = torch.tensor(x, requires_grad=True)
+    ty = torch.relu(tx)
+    (ty * torch.from_numpy(g)).sum().backward()
+    assert np.array_equal(y.numpy(), ty.detach().numpy())
+    assert np.array_equal(gx.numpy(), tx.grad.numpy())
+    relu.eval()
+    assert np.array_equal(relu(jx).numpy(), y.numpy())  # the fusable eval path gives the same values
+
+
+@settings(max_examples=12)
+@given(size=st.tuples(st.integers(1, 13), st.integers(1, 13)), window=st.sampled_from([(3, 2, 1), (2, 2, 0), (3, 1, 1), (3, 3, 0)]),
+       dtype=st.sampled_from(["float32", "float64"]), ties=st.booleans(), seed=st.integers(0, 2**16))
+def test_max_pool2d_kernel_value_and_gradient_match_torch_including_ties(size, window, dtype, ties, seed):
+    """Ties (a ReLU's zeros, repeated values) send the gradient to the first maximum in
+    scan order in both; sums of gradients landing on one input are exact here (values
+    drawn on a grid of halves)."""
+    kernel, stride, padding = window
+    if size[0] + 2 * padding < kernel or size[1] + 2 * padding < kernel:
+        return  # torch refuses an output of size 0
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((2, 3) + size)
+    if ties:
+        x = np.maximum(np.round(x), 0)
+    x = x.astype(dtype)
+    jx = jt.array(x, dtype=dtype)
+    y = compat.max_pool2d(jx, kernel_size=kernel, stride=stride, padding=padding)
+    g = (rng.integers(-4, 5, size=y.shape) / 2).astype(dtype)
+    (gx,) = jt.grad((y * jt.array(g, dtype=dtype)).sum(), [jx])
+    tx = torch.tensor(x, requires_grad=True)
+    ty = F.max_pool2d(tx, kernel_size=kernel, stride=stride, padding=padding)
+    (ty * torch.from_numpy(g)).sum().backward()
+    assert np.array_equal(y.numpy(), ty.detach().numpy())
+    assert np.array_equal(gx.numpy(), tx.grad.numpy())
+
+
+def test_max_pool2d_propagates_nan_like_torch():
+    x = np.zeros((1, 1, 4, 4), np.float32)
+    x[0, 0, 1, 2] = np.nan
+    y = compat.max_pool2d(jt.array(x), kernel_size=3, stride=2, padding=1).numpy()
+    expected = F.max_pool2d(torch.from_numpy(x), kernel_size=3, stride=2, padding=1).numpy()
+    assert np.array_equal(np.isnan(y), np.isnan(expected)) and np.isnan(y).any()

@@ -10,7 +10,7 @@ from collections import OrderedDict
 from rtdetr_jittor._env import jt  # noqa: F401  (configures Jittor before jittor.nn loads)
 from jittor import nn
 
-from ..compat import AvgPool2d, freeze
+from ..compat import AvgPool2d, freeze, max_pool2d
 from ..rtdetr.utils import get_activation
 from .common import ConvNormLayer, freeze_batch_norm2d
 
@@ -170,7 +170,7 @@ class PResNet(nn.Module):
 
     def execute(self, x):
         conv1 = self.conv1(x)
-        x = nn.max_pool2d(conv1, kernel_size=3, stride=2, padding=1)
+        x = max_pool2d(conv1, kernel_size=3, stride=2, padding=1)
         outs = []
         for idx, stage in enumerate(self.res_layers):
             x = stage(x)

@@ -1,5 +1,5 @@
-"""torch.nn modules whose Jittor counterparts differ from torch's: Conv2d (speed of
-pointwise convolutions), BatchNorm2d and
+"""torch.nn modules whose Jittor counterparts differ from torch's: Conv2d and ReLU
+(speed), BatchNorm2d and
 LayerNorm (statistics precision, running variance, buffers), exact GELU,
 MultiheadAttention (torch's parameter names and masks), Embedding (``padding_idx``
 row not trained) and AvgPool2d (maps no larger than the kernel). State_dict names and
@@ -16,6 +16,7 @@ from . import kernels
 from .kernels.batch_norm import batch_norm_train
 from .kernels.bmm import bmm
 from .kernels.layer_norm import layer_norm
+from .kernels.relu import relu
 from .kernels.softmax import softmax
 from .parameters import make_buffer
 from .precision import constant, erf
@@ -43,6 +44,18 @@ class Conv2d(nn.Conv2d):
         if self.bias is not None:
             y = y + self.bias.reshape(1, self.out_channels, 1, 1)
         return y
+
+
+class ReLU(nn.Module):
+    """``nn.ReLU``: in training ``kernels.relu`` (multi-threaded, forward and backward);
+    in eval Jittor's ``nn.relu``, which fuses with the element-wise ops before it (an
+    eval-mode batch norm). Same values and gradients either way (``max`` rounds nothing).
+    ``RTDETR_JITTOR_RELU=ops`` uses ``nn.relu`` always."""
+
+    def execute(self, x):
+        if self.is_training() and os.environ.get("RTDETR_JITTOR_RELU") != "ops":
+            return relu(x)
+        return nn.relu(x)
 
 
 class BatchNorm2d(nn.Module):

@@ -12,7 +12,7 @@ import math
 from rtdetr_jittor._env import jt
 from jittor import nn
 
-from rtdetr_jittor.compat import GELU, clamp, deformable_attention, kernels
+from rtdetr_jittor.compat import GELU, ReLU, clamp, deformable_attention, kernels
 
 
 def inverse_sigmoid(x, eps=1e-5):
@@ -36,7 +36,7 @@ def get_activation(act, inplace=True):
     if name == "silu":
         m = nn.SiLU()
     elif name == "relu":
-        m = nn.ReLU()
+        m = ReLU()
     elif name == "leaky_relu":
         m = nn.LeakyReLU()
     elif name == "gelu":
