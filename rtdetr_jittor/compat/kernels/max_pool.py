@@ -1,6 +1,7 @@
 """2-D max pooling (no dilation, floor mode) as one OpenMP kernel each way
 (``jt.code``), one image plane per task. Forward keeps, per output, the position of the
-first maximum in scan order, NaN winning as in torch (``val > max || isnan(val)``);
+first maximum in scan order, NaN winning as in torch (``val > max || isnan(val)``; the
+check per value runs only on planes that hold a NaN);
 backward adds each output's gradient at that position, plane by plane in output order
 (the order of Jittor's own single-threaded kernel, so the sums are the same). Jittor's
 ``nn.max_pool2d`` runs on one thread: the stem's pool of the r18vd training step is one
@@ -19,6 +20,11 @@ static inline bool bits_nan(float v) { uint32_t b; std::memcpy(&b, &v, 4); retur
 static inline bool bits_nan(double v) {
     uint64_t b; std::memcpy(&b, &v, 8); return (b & 0x7fffffffffffffffull) > 0x7ff0000000000000ull;
 }
+template <class T> static inline bool any_nan(const T* x, int64_t n) {
+    bool found = false;
+    for (int64_t i = 0; i < n; i++) found |= bits_nan(x[i]);
+    return found;
+}
 """
 
 _MAX_POOL_FORWARD = """
@@ -29,7 +35,8 @@ const int64_t planes = in0_shape0 * in0_shape1;
 for (int64_t c = 0; c < planes; c++) {
     const T* x = in0_p + c * H * W;
     T* y = out0_p + c * OH * OW;
-    int32_t* at = out1_p + c * OH * OW;
+    const bool nan_in_plane = any_nan(x, H * W);  // NaN must win, which costs a check per value
+    __POSITIONS__
     for (int64_t i = 0; i < OH; i++) {
         const int64_t h0 = std::max<int64_t>(i * __SH__ - __PH__, 0);
         const int64_t h1 = std::min<int64_t>(i * __SH__ - __PH__ + __KH__, H);
@@ -37,13 +44,26 @@ for (int64_t c = 0; c < planes; c++) {
             const int64_t w0 = std::max<int64_t>(j * __SW__ - __PW__, 0);
             const int64_t w1 = std::min<int64_t>(j * __SW__ - __PW__ + __KW__, W);
             int64_t best = h0 * W + w0;
-            for (int64_t p = h0; p < h1; p++)
-                for (int64_t q = w0; q < w1; q++) {
-                    const T v = x[p * W + q];
-                    if (v > x[best] || bits_nan(v)) best = p * W + q;
-                }
-            y[i * OW + j] = x[best];
-            at[i * OW + j] = (int32_t)best;
+            T m = x[best];
+            if (nan_in_plane) {
+                for (int64_t p = h0; p < h1; p++)
+                    for (int64_t q = w0; q < w1; q++) {
+                        const T v = x[p * W + q];
+                        const bool take = (v > m) | bits_nan(v);
+                        m = take ? v : m;
+                        best = take ? p * W + q : best;
+                    }
+            } else {
+                for (int64_t p = h0; p < h1; p++)
+                    for (int64_t q = w0; q < w1; q++) {
+                        const T v = x[p * W + q];
+                        const bool take = v > m;
+                        m = take ? v : m;
+                        best = take ? p * W + q : best;
+                    }
+            }
+            y[i * OW + j] = m;
+            __STORE_POSITION__
         }
     }
 }
@@ -77,6 +97,11 @@ class _MaxPool2d(jt.Function):
         src = _MAX_POOL_FORWARD
         for name, value in (("KH", kh), ("KW", kw), ("SH", sh), ("SW", sw), ("PH", ph), ("PW", pw)):
             src = src.replace(f"__{name}__", str(value))
+        if jt.flags.no_grad:  # no backward will come: values only
+            src = src.replace("__POSITIONS__", "").replace("__STORE_POSITION__", "")
+            return jt.code((n, c, oh, ow), x.dtype, [x], cpu_header=_HEADER, cpu_src=src)
+        src = src.replace("__POSITIONS__", "int32_t* at = out1_p + c * OH * OW;")
+        src = src.replace("__STORE_POSITION__", "at[i * OW + j] = (int32_t)best;")
         y, self._at = jt.code([(n, c, oh, ow), (n, c, oh, ow)], [x.dtype, "int32"], [x],
                               cpu_header=_HEADER, cpu_src=src)
         self._input_shape = x.shape
