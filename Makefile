@@ -24,7 +24,9 @@ TIME = scripts/timed.sh
 
 setup: $(VENV)/.ready
 
-$(VENV)/.ready: requirements.txt scripts/setup_onednn.sh scripts/setup_mpi.sh rtdetr_jittor/_env.py scripts/warm_jittor_kernels.py
+# The Jittor twin's sources are prerequisites: a changed kernel is compiled here, not in a user's first run.
+$(VENV)/.ready: requirements.txt scripts/setup_onednn.sh scripts/setup_mpi.sh scripts/warm_jittor_kernels.py \
+		$(shell find rtdetr_jittor rtdetr_common -name '*.py')
 	@$(TIME) "venv + pinned packages" bash -c '[ -x $(VPY) ] || $(PY) -m venv $(VENV); $(VPY) -m pip install -q -r requirements.txt'
 	@$(TIME) "oneDNN for Jittor" bash scripts/setup_onednn.sh
 	@$(TIME) "OpenMPI for data-parallel Jittor" bash scripts/setup_mpi.sh

@@ -20,7 +20,20 @@ project itself; each names what the project does about it.
 4. ``fastmath``: kernels are compiled with ``-Ofast -march=native``, so a chain of
    element-wise ops fused into one kernel may be contracted (FMA) or re-associated and
    round differently from torch, which rounds every op (the fused deformable attention
-   kernel guards its coordinate arithmetic with an asm barrier).
+   kernel guards its coordinate arithmetic with an asm barrier; the max-pool kernel
+   recognises NaN by its bits, as ``-Ofast`` folds ``isnan`` to false).
+5. ``parallel``: Jittor's own CPU parallelisation of fused kernels (the loop option
+   ``compile_options={"parallel": 1}``) starts 32 OpenMP threads whatever
+   OMP_NUM_THREADS says and sums reductions with atomics (order, hence float32 results,
+   vary from run to run); on 2 cores it is several times slower than one thread, so the
+   project writes its own OpenMP kernels (``rtdetr_jittor/compat/kernels``).
+6. ``pointwise``: a 1x1 convolution goes to oneDNN's convolution primitive, which
+   reorders input, weights and output to its blocked layout on every call; the same
+   product as a matrix multiplication on the NCHW data is faster. The project's answer is
+   ``compat.Conv2d``.
+7. ``relu``: ``nn.relu`` is a one-thread ternary each way; where its output feeds both a
+   convolution and a residual sum (every ResNet block), the backward cannot fuse it away.
+   ``compat.ReLU`` runs an OpenMP kernel each way in training.
 """
 import os
 import sys
@@ -109,14 +122,62 @@ def repro_fastmath(jt):
           f"results differ from step-by-step IEEE rounding (numpy, torch)")
 
 
+def repro_parallel(jt):
+    x = jt.array(np.random.rand(8, 64, 160, 160).astype(np.float32))
+    plain = _min_ms(lambda: (jt.exp(x) * 2 + 1).sync())
+    saved = jt.flags.compile_options
+    jt.flags.compile_options = {"parallel": 1}
+    try:
+        parallel = _min_ms(lambda: (jt.exp(x) * 2 + 1).sync())
+        busy = _cpu_per_wall(lambda: (jt.exp(x) * 2 + 1).sync())
+    finally:
+        jt.flags.compile_options = saved
+    print(f"parallel: exp(x)*2+1 on 13M floats: one thread {plain:.1f} ms; compile_options parallel=1 "
+          f"{parallel:.1f} ms with {busy:.2f} cores busy (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')})")
+
+
+def repro_pointwise(jt):
+    from rtdetr_jittor import compat
+    nn = jt.nn
+    x = jt.array(np.random.default_rng(0).random((1, 512, 80, 80), dtype=np.float32))
+    plain, product = nn.Conv2d(512, 128, 1, bias=False), compat.Conv2d(512, 128, 1, bias=False)
+    product.weight.assign(plain.weight)
+    with jt.no_grad():
+        conv_ms = _min_ms(lambda: plain(x).sync())
+        product_ms = _min_ms(lambda: product(x).sync())
+        diff = float(np.abs(plain(x).numpy() - product(x).numpy()).max())
+    print(f"pointwise: (1,512,80,80) -> 128 channels, 1x1 forward: oneDNN convolution {conv_ms:.1f} ms, "
+          f"matrix product (compat.Conv2d) {product_ms:.1f} ms (max |difference| {diff:.1e})")
+
+
+def repro_relu(jt):
+    from rtdetr_jittor import compat
+    nn = jt.nn
+    rng = np.random.default_rng(0)
+    x = jt.array(rng.standard_normal((2, 64, 160, 160)).astype(np.float32))
+    g = jt.array(rng.standard_normal((2, 64, 160, 160)).astype(np.float32))
+    bn, conv = compat.BatchNorm2d(64), nn.Conv2d(64, 64, 3, padding=1, bias=False)
+    module = compat.ReLU()
+    module.train()
+
+    def block(act):  # a ResNet basic block's pattern: the ReLU's output feeds a conv and the shortcut
+        a = act(bn(x))
+        y = act(conv(a) + a)
+        jt.sync(jt.grad((y * g).sum(), [x, conv.weight]))
+    print(f"relu: residual block on (2,64,160,160), forward+backward: nn.relu {_min_ms(lambda: block(nn.relu)):.1f} ms, "
+          f"compat.ReLU {_min_ms(lambda: block(module)):.1f} ms")
+
+
 def main(argv=None):
     from rtdetr_jittor._env import jt
     import torch
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or 2))
-    which = (argv if argv is not None else sys.argv[1:]) or ["threads", "bmm", "batchnorm", "fastmath"]
-    for name in which:
-        {"threads": lambda: repro_threads(jt, torch), "bmm": lambda: repro_bmm(jt, torch),
-         "batchnorm": lambda: repro_batchnorm(jt, torch), "fastmath": lambda: repro_fastmath(jt)}[name]()
+    repros = {"threads": lambda: repro_threads(jt, torch), "bmm": lambda: repro_bmm(jt, torch),
+              "batchnorm": lambda: repro_batchnorm(jt, torch), "fastmath": lambda: repro_fastmath(jt),
+              "parallel": lambda: repro_parallel(jt), "pointwise": lambda: repro_pointwise(jt),
+              "relu": lambda: repro_relu(jt)}
+    for name in (argv if argv is not None else sys.argv[1:]) or list(repros):
+        repros[name]()
     return 0
 
 

@@ -35,9 +35,9 @@ class Conv2d(nn.Conv2d):
     def execute(self, x):
         pointwise = (self.kernel_size == (1, 1) and self.stride == (1, 1) and self.padding == (0, 0)
                      and self.groups == 1)
-        if not (pointwise and x.dtype == "float32" and os.environ.get("RTDETR_JITTOR_CONV") != "ops"):
-            return super().execute(x)
         n, c, h, w = x.shape
+        if not (pointwise and n > 0 and x.dtype == "float32" and os.environ.get("RTDETR_JITTOR_CONV") != "ops"):
+            return super().execute(x)
         weight = self.weight.reshape(self.out_channels, c)
         images = [jt.matmul(weight, x[i].reshape(c, h * w)).reshape(1, self.out_channels, h, w) for i in range(n)]
         y = images[0] if n == 1 else jt.concat(images, 0)
