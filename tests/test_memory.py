@@ -69,8 +69,7 @@ def measure(framework, work):
             rss = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS"))
         return {**(jt.liveness_info() if framework == "jittor" else {}), "rss": rss}
 
-    engine = engine_class(framework)(CFG, TINY_OVERRIDES)
-    engine.seed_everything(0)
+    engine = engine_class(framework)(CFG, TINY_OVERRIDES, seed=0)
     engine.setup_training()
     rng = np.random.default_rng(0)
     images = rng.uniform(0, 1, (BATCH, 3, SIZE, SIZE)).astype(np.float32)
@@ -91,7 +90,7 @@ def measure(framework, work):
         values.append(step())
         if i % every == 0:
             readings.append(reading())
-    return {"readings": readings, "first": values[0], "last": values[-1]}
+    return {"readings": readings, "values": values}
 
 
 def run_child(framework, work):
@@ -111,23 +110,31 @@ def run_child(framework, work):
     return result, start, rest
 
 
+def assert_it_trained(losses):
+    """The mean loss of the last 10 measured steps is below that of the first 10: one step's
+    loss moves by about +-1.5 with the denoising noise, so single steps cannot tell (measured,
+    reference: first 12.87, last 11.20; means 12.6 -> 9.7)."""
+    assert np.all(np.isfinite(losses)), losses
+    assert np.mean(losses[-10:]) < np.mean(losses[:10]), losses
+
+
 def test_jittor_training_keeps_live_vars_and_rss_flat():
     result, start, rest = run_child("jittor", "train")
     end = rest[-1]
     for key in ("lived_vars", "lived_ops", "hold_vars"):
         assert end[key] <= start[key] * 1.01, (key, start[key], end[key])
-    assert np.isfinite(result["last"]) and result["last"] < result["first"]  # it did train
+    assert_it_trained(result["values"])
 
 
 def test_reference_training_keeps_rss_flat():
     result, _, _ = run_child("pytorch", "train")
-    assert np.isfinite(result["last"]) and result["last"] < result["first"]  # it did train
+    assert_it_trained(result["values"])
 
 
 @pytest.mark.parametrize("framework", ["pytorch", "jittor"])
 def test_evaluation_keeps_rss_flat(framework):
     result, start, rest = run_child(framework, "eval")
-    assert result["last"] == result["first"]  # the same prediction every time: nothing accumulates in the model
+    assert len(set(result["values"])) == 1  # the same prediction every time: nothing accumulates in the model
     if framework == "jittor":
         assert rest[-1]["lived_vars"] <= start["lived_vars"] * 1.01, (start, rest[-1])
 
