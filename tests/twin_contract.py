@@ -78,6 +78,7 @@ COMPAT_AS_TORCH = {
     "compat.log1p": "torch.log1p",
     "compat.Conv2d": "nn.Conv2d",
     "compat.ReLU": "nn.ReLU",
+    "compat.SiLU": "nn.SiLU",
     "compat.max_pool2d": "F.max_pool2d",
     "compat.BatchNorm2d": "nn.BatchNorm2d",
     "compat.LayerNorm": "nn.LayerNorm",
@@ -92,7 +93,7 @@ COMPAT_AS_TORCH = {
 # one where the reference calls the torch op shows as a difference (docs/TWINS.md).
 SHIMMED = {"torch.sigmoid", "torch.topk", "torch.argmax", "torch.maximum", "torch.minimum", "torch.max",
            "torch.min", "torch.erf", "F.gelu", "F.softmax", "F.binary_cross_entropy_with_logits",
-           "nn.Conv2d", "nn.ReLU", "F.max_pool2d", "nn.BatchNorm2d", "nn.LayerNorm", "nn.GELU", "nn.Embedding", "nn.AvgPool2d", "nn.MultiheadAttention"}
+           "nn.Conv2d", "nn.ReLU", "nn.SiLU", "F.max_pool2d", "nn.BatchNorm2d", "nn.LayerNorm", "nn.GELU", "nn.Embedding", "nn.AvgPool2d", "nn.MultiheadAttention"}
 
 # Jittor method spellings of torch's (the same operation), on values (not modules).
 METHODS = {

@@ -17,6 +17,7 @@ from .kernels.batch_norm import batch_norm_train
 from .kernels.bmm import bmm
 from .kernels.layer_norm import layer_norm
 from .kernels.relu import relu
+from .kernels.silu import silu
 from .kernels.softmax import softmax
 from .parameters import make_buffer
 from .precision import constant, erf
@@ -56,6 +57,16 @@ class ReLU(nn.Module):
         if self.is_training() and os.environ.get("RTDETR_JITTOR_RELU") != "ops":
             return relu(x)
         return nn.relu(x)
+
+
+class SiLU(nn.Module):
+    """``nn.SiLU`` as ``kernels.silu`` (multi-threaded, vectorised ``exp``, torch's
+    formulas), in training and eval. ``RTDETR_JITTOR_SILU=ops`` uses ``nn.silu``."""
+
+    def execute(self, x):
+        if kernels.enabled("SILU"):
+            return silu(x)
+        return nn.silu(x)
 
 
 class BatchNorm2d(nn.Module):

@@ -12,7 +12,7 @@ import math
 from rtdetr_jittor._env import jt
 from jittor import nn
 
-from rtdetr_jittor.compat import GELU, ReLU, clamp, deformable_attention, kernels
+from rtdetr_jittor.compat import GELU, ReLU, SiLU, clamp, deformable_attention, kernels
 
 
 def inverse_sigmoid(x, eps=1e-5):
@@ -34,7 +34,7 @@ def get_activation(act, inplace=True):
         return act
     name = act.lower()
     if name == "silu":
-        m = nn.SiLU()
+        m = SiLU()
     elif name == "relu":
         m = ReLU()
     elif name == "leaky_relu":

@@ -5,13 +5,17 @@ one file per kernel, each with its ``jt.Function`` wrapper (forward and backward
 |---|---|---|
 | ``batch_norm.py`` | ``batch_norm_train`` | BatchNorm2d's training statistics and backward (composed ops) |
 | ``layer_norm.py`` | ``layer_norm`` | LayerNorm's statistics and backward (composed ops) |
-| ``bmm.py`` | ``bmm`` | 3-D ``jt.matmul`` (single-threaded broadcast-multiply-reduce) |
+| ``bmm.py`` | ``bmm`` | 3-D ``jt.matmul`` (single-threaded broadcast-multiply-reduce); float32 through oneDNN's sgemm |
+| ``relu.py`` | ``relu`` | ``nn.relu`` in training (single-threaded) |
+| ``silu.py`` | ``silu`` | ``nn.silu`` (single-threaded; scalar ``exp`` when fused with a batch norm) |
+| ``max_pool.py`` | ``max_pool2d`` | ``nn.max_pool2d`` (single-threaded; NaN not propagated) |
 | ``softmax.py`` | ``softmax`` | ``nn.softmax`` over the last dimension |
 | ``deformable_attention.py`` | ``deformable_attention`` | per-level ``nn.grid_sample`` + weighted sum |
 
 Each computes the same math as what it replaces. ``RTDETR_JITTOR_BN=ops``,
-``RTDETR_JITTOR_LN=ops`` and ``RTDETR_JITTOR_MSDA=ops`` switch the BatchNorm, LayerNorm
-and deformable-attention kernels off for the composed Jittor ops (``enabled``).
+``RTDETR_JITTOR_LN=ops``, ``RTDETR_JITTOR_MSDA=ops`` and ``RTDETR_JITTOR_SILU=ops`` switch
+the BatchNorm, LayerNorm, deformable-attention and SiLU kernels off for the composed
+Jittor ops (``enabled``).
 """
 import os
 
