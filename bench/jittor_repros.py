@@ -10,8 +10,9 @@ project itself; each names what the project does about it.
 2. ``bmm``: ``jt.matmul`` on 3-D/4-D operands (attention's q @ k^T and attn @ v) is a
    single-threaded broadcast-multiply-reduce, not oneDNN, and its automatic backward is
    a strided reduction several times slower still. The project's answer is
-   ``compat.bmm``: one OpenMP ``jt.code`` kernel per product, forward and backward
-   (used by ``compat.MultiheadAttention``); the repro prints all three.
+   ``compat.bmm``: one ``jt.code`` kernel per product, forward and backward, calling
+   oneDNN's sgemm per matrix in float32 (used by ``compat.MultiheadAttention``); the
+   repro prints all three.
 3. ``batchnorm``: training-mode batch statistics written as Jittor ops (float64 sums,
    as torch accumulates in double on CPU) run as several single-threaded fused
    reductions, forward and backward. The project's answer is ``compat.BatchNorm2d``'s
@@ -34,6 +35,10 @@ project itself; each names what the project does about it.
 7. ``relu``: ``nn.relu`` is a one-thread ternary each way; where its output feeds both a
    convolution and a residual sum (every ResNet block), the backward cannot fuse it away.
    ``compat.ReLU`` runs an OpenMP kernel each way in training.
+8. ``silu``: an eval-mode batch norm followed by ``nn.SiLU`` fuses into one kernel that
+   runs on one thread and evaluates ``exp`` without vectorising it: far slower than the
+   two ops apart. ``compat.SiLU`` runs its own vectorised OpenMP kernel, which also
+   keeps the batch norm's kernel free of ``exp``.
 """
 import os
 import sys
@@ -168,6 +173,24 @@ def repro_relu(jt):
           f"compat.ReLU {_min_ms(lambda: block(module)):.1f} ms")
 
 
+def repro_silu(jt, torch):
+    from rtdetr_jittor import compat
+    nn = jt.nn
+    rng = np.random.default_rng(0)
+    x = jt.array(rng.standard_normal((1, 128, 80, 80)).astype(np.float32))
+    scale, shift = (jt.array(rng.standard_normal((1, 128, 1, 1)).astype(np.float32)) for _ in range(2))
+    module = compat.SiLU()
+
+    def fused(act):  # an eval batch norm (per-channel affine) and the activation, as in every encoder block
+        return lambda: act(x * scale + shift).sync()
+    tx = torch.from_numpy(x.numpy())
+    ts, tb = torch.from_numpy(scale.numpy()), torch.from_numpy(shift.numpy())
+    with jt.no_grad():
+        print(f"silu: eval batch norm + SiLU on (1,128,80,80): nn.silu fused {_min_ms(fused(nn.silu)):.2f} ms, "
+              f"compat.SiLU {_min_ms(fused(module)):.2f} ms, nn.silu alone {_min_ms(lambda: nn.silu(x).sync()):.2f} ms, "
+              f"torch {_min_ms(lambda: torch.nn.functional.silu(tx * ts + tb)):.2f} ms")
+
+
 def main(argv=None):
     from rtdetr_jittor._env import jt
     import torch
@@ -175,7 +198,7 @@ def main(argv=None):
     repros = {"threads": lambda: repro_threads(jt, torch), "bmm": lambda: repro_bmm(jt, torch),
               "batchnorm": lambda: repro_batchnorm(jt, torch), "fastmath": lambda: repro_fastmath(jt),
               "parallel": lambda: repro_parallel(jt), "pointwise": lambda: repro_pointwise(jt),
-              "relu": lambda: repro_relu(jt)}
+              "relu": lambda: repro_relu(jt), "silu": lambda: repro_silu(jt, torch)}
     for name in (argv if argv is not None else sys.argv[1:]) or list(repros):
         repros[name]()
     return 0
