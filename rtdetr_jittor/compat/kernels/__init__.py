@@ -7,7 +7,7 @@ one file per kernel, each with its ``jt.Function`` wrapper (forward and backward
 | ``layer_norm.py`` | ``layer_norm`` | LayerNorm's statistics and backward (composed ops) |
 | ``bmm.py`` | ``bmm`` | 3-D ``jt.matmul`` (single-threaded broadcast-multiply-reduce); float32 through oneDNN's sgemm |
 | ``relu.py`` | ``relu`` | ``nn.relu`` in training (single-threaded) |
-| ``silu.py`` | ``silu`` | ``nn.silu`` (single-threaded; scalar ``exp`` when fused with a batch norm) |
+| ``silu.py`` | ``silu`` | ``nn.silu`` (single-threaded; slow inside long fused element-wise chains) |
 | ``max_pool.py`` | ``max_pool2d`` | ``nn.max_pool2d`` (single-threaded; NaN not propagated) |
 | ``softmax.py`` | ``softmax`` | ``nn.softmax`` over the last dimension |
 | ``deformable_attention.py`` | ``deformable_attention`` | per-level ``nn.grid_sample`` + weighted sum |

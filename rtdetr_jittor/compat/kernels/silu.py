@@ -1,9 +1,11 @@
 """SiLU as one OpenMP kernel each way (``jt.code``), with torch's formulas:
 ``x / (1 + exp(-x))`` forward, ``g * s * (1 + x * (1 - s))`` with ``s = 1 / (1 + exp(-x))``
 backward (ATen's ``silu`` and ``silu_backward``). Jittor's ``nn.SiLU`` is ``x * sigmoid(x)``
-in a fused element-wise kernel on one thread with a scalar ``exp``: the encoder's
-RepVGG blocks spent 10 ns per element in it (``bench.profile_jittor``); here the loop
-runs on every thread and ``exp`` is vectorised (``-Ofast`` with glibc's vector maths).
+fused into the single-threaded element-wise kernel around it; at the end of the
+encoder's CSPRepLayer that kernel (three eval batch norms, a sum, two SiLUs) took 8.3 ms
+on (1, 128, 80, 80) maps, 1.0 ms split by this kernel (``bench.jittor_repros silu``).
+Here the loop runs on every thread and ``exp`` is vectorised (``-Ofast`` with glibc's
+vector maths).
 
 ``-Ofast`` divides through a reciprocal estimate, which turns ``x / (1 + inf)`` into NaN
 and ``x / (1 + exp(88))`` into 0: the exponent is capped at ``CAP`` (80 in float32, 700
