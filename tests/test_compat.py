@@ -610,6 +610,18 @@ def test_conv2d_keeps_the_convolution_for_other_kernels_and_for_float64():
         assert np.array_equal(conv(x).numpy(), plain.numpy())
 
 
+def _activation_and_torch(module, torch_fn, x, g):
+    """Value and input gradient (through ``sum(y * g)``) of a compat activation module and
+    of the torch function it stands for, as NumPy arrays: (y, gx, torch y, torch gx)."""
+    jx = jt.array(x, dtype=str(x.dtype))
+    y = module(jx)
+    (gx,) = jt.grad((y * jt.array(g, dtype=str(g.dtype))).sum(), [jx])
+    tx = torch.tensor(x, requires_grad=True)
+    ty = torch_fn(tx)
+    (ty * torch.from_numpy(g)).sum().backward()
+    return y.numpy(), gx.numpy(), ty.detach().numpy(), tx.grad.numpy()
+
+
 @settings(max_examples=8)
 @given(shape=st.sampled_from([(1, 1, 1, 1), (2, 3, 5, 7), (1, 4, 33, 20)]), dtype=st.sampled_from(["float32", "float64"]),
        zeros=st.booleans(), seed=st.integers(0, 2**16))
@@ -621,16 +633,11 @@ def test_relu_kernel_value_and_gradient_match_torch_including_at_zero(shape, dty
     g = rng.standard_normal(shape).astype(dtype)
     relu = compat.ReLU()
     relu.train()
-    jx = jt.array(x, dtype=dtype)
-    y = relu(jx)
-    (gx,) = jt.grad((y * jt.array(g, dtype=dtype)).sum(), [jx])
-    tx = torch.tensor(x, requires_grad=True)
-    ty = torch.relu(tx)
-    (ty * torch.from_numpy(g)).sum().backward()
-    assert np.array_equal(y.numpy(), ty.detach().numpy())
-    assert np.array_equal(gx.numpy(), tx.grad.numpy())
+    y, gx, ty, tgx = _activation_and_torch(relu, torch.relu, x, g)
+    assert np.array_equal(y, ty)
+    assert np.array_equal(gx, tgx)
     relu.eval()
-    assert np.array_equal(relu(jx).numpy(), y.numpy())  # the fusable eval path gives the same values
+    assert np.array_equal(relu(jt.array(x, dtype=dtype)).numpy(), y)  # the fusable eval path gives the same values
 
 
 @settings(max_examples=12)
@@ -685,19 +692,11 @@ def test_silu_kernel_value_and_gradient_match_torch(shape, dtype, spread, seed):
     x = (rng.standard_normal(shape) * spread).astype(dtype)
     x.flat[0] = 0.0
     g = rng.standard_normal(shape).astype(dtype)
-    silu = compat.SiLU()
-    jx = jt.array(x, dtype=dtype)
-    y = silu(jx)
-    (gx,) = jt.grad((y * jt.array(g, dtype=dtype)).sum(), [jx])
-    tx = torch.tensor(x, requires_grad=True)
-    ty = F.silu(tx)
-    (ty * torch.from_numpy(g)).sum().backward()
-    ty = ty.detach().numpy()
+    y, gx, ty, tgx = _activation_and_torch(compat.SiLU(), F.silu, x, g)
     assert y.dtype == dtype and gx.dtype == dtype
     eps = np.finfo(dtype).eps
-    assert np.all(np.abs(y.numpy() - ty) <= bound * np.abs(ty) + np.abs(x) * 1.9e-35 + np.finfo(dtype).tiny)
-    floor = bound * np.abs(tx.grad.numpy()).max() + 2 * eps * np.abs(x * g)
-    assert np.all(np.abs(gx.numpy() - tx.grad.numpy()) <= floor)
+    assert np.all(np.abs(y - ty) <= bound * np.abs(ty) + np.abs(x) * 1.9e-35 + np.finfo(dtype).tiny)
+    assert np.all(np.abs(gx - tgx) <= bound * np.abs(tgx).max() + 2 * eps * np.abs(x * g))
 
 
 def test_silu_kernel_at_extremes():
