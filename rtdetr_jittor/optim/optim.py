@@ -14,12 +14,16 @@ offset every later bias correction. A parameter is therefore treated as reached 
 the live graph has an op that consumes it (``compat.has_consumers``, checked before
 ``jt.grad`` frees the graph); one the forward pass never touched (the denoising
 embedding in a batch with no ground truth) has none.
+
+Each parameter's update runs as one kernel (``compat.kernels.adamw``, torch's formula);
+``RTDETR_JITTOR_ADAMW=ops`` runs the same arithmetic as Jittor ops.
 """
 import math
 
 from rtdetr_jittor._env import jt
 from rtdetr_common.param_groups import group_parameter_names, optimizer_defaults
-from rtdetr_jittor.compat import has_consumers, minimum, trainable_named_parameters
+from rtdetr_jittor.compat import has_consumers, kernels, minimum, trainable_named_parameters
+from rtdetr_jittor.compat.kernels.adamw import adamw_update, step_scalars
 
 
 class AdamW:
@@ -42,6 +46,8 @@ class AdamW:
         self.grads = {n: (g.detach() if r else None) for n, g, r in zip(names, grads, reached)}
 
     def step(self):
+        fused = kernels.enabled("ADAMW")
+        scalars = {}
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
             lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
@@ -52,13 +58,20 @@ class AdamW:
                 st = self.state.setdefault(name, {"step": 0, "exp_avg": jt.zeros_like(p).stop_grad(),
                                                   "exp_avg_sq": jt.zeros_like(p).stop_grad()})
                 st["step"] += 1
-                p_new = p * (1 - lr * wd)
-                exp_avg = st["exp_avg"] + (grad - st["exp_avg"]) * (1 - beta1)
-                exp_avg_sq = st["exp_avg_sq"] * beta2 + grad * grad * (1 - beta2)
-                bias1 = 1 - beta1 ** st["step"]
-                bias2_sqrt = math.sqrt(1 - beta2 ** st["step"])
-                denom = jt.sqrt(exp_avg_sq) / bias2_sqrt + eps
-                p.update((p_new - exp_avg / denom * (lr / bias1)).detach())
+                if fused and p.numel() > 0:
+                    key = (lr, group["betas"], eps, wd, st["step"])
+                    if key not in scalars:
+                        scalars[key] = step_scalars(lr, group["betas"], eps, wd, st["step"])
+                    p_new, exp_avg, exp_avg_sq = adamw_update(p, grad, st["exp_avg"], st["exp_avg_sq"], scalars[key])
+                    p.update(p_new)
+                else:
+                    p_new = p * (1 - lr * wd)
+                    exp_avg = st["exp_avg"] + (grad - st["exp_avg"]) * (1 - beta1)
+                    exp_avg_sq = st["exp_avg_sq"] * beta2 + grad * grad * (1 - beta2)
+                    bias1 = 1 - beta1 ** st["step"]
+                    bias2_sqrt = math.sqrt(1 - beta2 ** st["step"])
+                    denom = jt.sqrt(exp_avg_sq) / bias2_sqrt + eps
+                    p.update((p_new - exp_avg / denom * (lr / bias1)).detach())
                 st["exp_avg"] = exp_avg.detach()
                 st["exp_avg_sq"] = exp_avg_sq.detach()
         jt.sync([p for g in self.param_groups for p in g["params"]] +

@@ -8,14 +8,15 @@ one file per kernel, each with its ``jt.Function`` wrapper (forward and backward
 | ``bmm.py`` | ``bmm`` | 3-D ``jt.matmul`` (single-threaded broadcast-multiply-reduce); float32 through oneDNN's sgemm |
 | ``relu.py`` | ``relu`` | ``nn.relu`` in training (single-threaded) |
 | ``silu.py`` | ``silu`` | ``nn.silu`` (single-threaded; slow inside long fused element-wise chains) |
+| ``adamw.py`` | ``adamw_update`` | AdamW's per-parameter update as Jittor ops (single-threaded; float32 constants in float64) |
 | ``max_pool.py`` | ``max_pool2d`` | ``nn.max_pool2d`` (single-threaded; NaN not propagated) |
 | ``softmax.py`` | ``softmax`` | ``nn.softmax`` over the last dimension |
 | ``deformable_attention.py`` | ``deformable_attention`` | per-level ``nn.grid_sample`` + weighted sum |
 
 Each computes the same math as what it replaces. ``RTDETR_JITTOR_BN=ops``,
-``RTDETR_JITTOR_LN=ops``, ``RTDETR_JITTOR_MSDA=ops`` and ``RTDETR_JITTOR_SILU=ops`` switch
-the BatchNorm, LayerNorm, deformable-attention and SiLU kernels off for the composed
-Jittor ops (``enabled``).
+``RTDETR_JITTOR_LN=ops``, ``RTDETR_JITTOR_MSDA=ops``, ``RTDETR_JITTOR_SILU=ops`` and
+``RTDETR_JITTOR_ADAMW=ops`` switch the BatchNorm, LayerNorm, deformable-attention, SiLU
+and AdamW kernels off for the composed Jittor ops (``enabled``).
 """
 import os
 
