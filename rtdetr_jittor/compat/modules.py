@@ -1,4 +1,4 @@
-"""torch.nn modules whose Jittor counterparts differ from torch's: Conv2d and ReLU
+"""torch.nn modules whose Jittor counterparts differ from torch's: Conv2d, ReLU and SiLU
 (speed), BatchNorm2d and
 LayerNorm (statistics precision, running variance, buffers), exact GELU,
 MultiheadAttention (torch's parameter names and masks), Embedding (``padding_idx``

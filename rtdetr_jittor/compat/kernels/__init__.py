@@ -1,5 +1,6 @@
 """C++ kernels (``jt.code``, OpenMP, CPU) for ops Jittor runs slowly or imprecisely,
-one file per kernel, each with its ``jt.Function`` wrapper (forward and backward):
+one file per kernel, each with its ``jt.Function`` wrapper (forward and backward) where
+it is differentiated:
 
 | file | entry point | replaces |
 |---|---|---|
