@@ -9,12 +9,13 @@ import os
 
 import numpy as np
 
-from rtdetr_jittor._env import jt
+from rtdetr_jittor._env import backend_info, jt
 from jittor import nn
 
 from . import kernels
 from .kernels.batch_norm import batch_norm_train
 from .kernels.bmm import bmm
+from .kernels.conv import conv2d
 from .kernels.layer_norm import layer_norm
 from .kernels.relu import relu
 from .kernels.silu import silu
@@ -24,27 +25,29 @@ from .precision import constant, erf
 
 
 class Conv2d(nn.Conv2d):
-    """``nn.Conv2d`` (same parameters and state_dict) whose float32 pointwise
-    convolutions (1x1, stride 1, no padding, one group) run as one oneDNN matrix product
-    per image on the NCHW data as it lies, ``weight (out, in) @ x_n (in, H*W)``. Jittor
-    hands every convolution to oneDNN's convolution primitive, which reorders input,
-    weights and output to its blocked layout on each call: measured on (1, 512, 80, 80)
-    -> 128 channels, forward 6.3 ms as a convolution, 3.9 ms as a product
-    (``bench.jittor_repros pointwise``). Other convolutions and float64 are unchanged.
-    ``RTDETR_JITTOR_CONV=ops`` turns the product off."""
+    """``nn.Conv2d`` (same parameters and state_dict) whose float32 one-group
+    convolutions run ``kernels.conv2d``: oneDNN set up as PyTorch sets it up
+    (``forward_training`` on blocked layouts, both gradients in one backward call), so
+    values and gradients are bit-identical to torch's on the same CPU. Float64, grouped
+    convolutions and a Jittor without oneDNN keep Jittor's convolution, as does
+    ``RTDETR_JITTOR_CONV=ops``."""
 
     def execute(self, x):
-        pointwise = (self.kernel_size == (1, 1) and self.stride == (1, 1) and self.padding == (0, 0)
-                     and self.groups == 1)
-        n, c, h, w = x.shape
-        if not (pointwise and n > 0 and x.dtype == "float32" and os.environ.get("RTDETR_JITTOR_CONV") != "ops"):
+        if not (x.dtype == "float32" and self.groups == 1 and x.ndim == 4 and x.numel() > 0
+                and backend_info()["onednn"] and kernels.enabled("CONV")):
             return super().execute(x)
-        weight = self.weight.reshape(self.out_channels, c)
-        images = [jt.matmul(weight, x[i].reshape(c, h * w)).reshape(1, self.out_channels, h, w) for i in range(n)]
-        y = images[0] if n == 1 else jt.concat(images, 0)
+        pointwise = self.kernel_size == (1, 1) and self.stride == (1, 1) and self.padding == (0, 0)
+        y = (self._pointwise_product(x) if pointwise and jt.flags.no_grad
+             else conv2d(x, self.weight, self.stride, self.padding, self.dilation))
         if self.bias is not None:
             y = y + self.bias.reshape(1, self.out_channels, 1, 1)
         return y
+
+    def _pointwise_product(self, x):
+        n, c, h, w = x.shape
+        weight = self.weight.reshape(self.out_channels, c)
+        images = [jt.matmul(weight, x[i].reshape(c, h * w)).reshape(1, self.out_channels, h, w) for i in range(n)]
+        return images[0] if n == 1 else jt.concat(images, 0)
 
 
 class ReLU(nn.Module):
