@@ -30,8 +30,8 @@ project itself; each names what the project does about it.
    project writes its own OpenMP kernels (``rtdetr_jittor/compat/kernels``).
 6. ``pointwise``: a 1x1 convolution goes to oneDNN's convolution primitive, which
    reorders input, weights and output to its blocked layout on every call; the same
-   product as a matrix multiplication on the NCHW data is faster. The project's answer is
-   ``compat.Conv2d``.
+   product as a matrix multiplication on the NCHW data is faster without gradients.
+   ``compat.Conv2d`` runs the product in that case (with gradients, ``kernels.conv2d``).
 7. ``relu``: ``nn.relu`` is a one-thread ternary each way; where its output feeds both a
    convolution and a residual sum (every ResNet block), the backward cannot fuse it away.
    ``compat.ReLU`` runs an OpenMP kernel each way in training.
@@ -40,6 +40,13 @@ project itself; each names what the project does about it.
    three eval batch norms, a sum and two SiLUs, 15 input arrays) runs many times slower
    per element than the same ops with fewer inputs. ``compat.SiLU`` is a kernel of its
    own (vectorised ``exp``, OpenMP), which splits such a chain in two short ones.
+9. ``conv``: Jittor's oneDNN convolution binding asks for ``forward_inference`` (an NHWC
+   kernel whose output goes back to NCHW through a dearer reorder), runs the input and
+   weight gradients as two ops that each reorder the output gradient, and computes an
+   input gradient for every input. ``compat.Conv2d`` calls oneDNN as PyTorch does
+   (``kernels/conv.py``: ``forward_training``, one backward call for both gradients,
+   none for an input without gradient); the repro times both, forward+backward, and the
+   difference to torch's ``conv2d``.
 """
 import os
 import sys
@@ -194,6 +201,27 @@ def repro_silu(jt):
               f"{_min_ms(csp(nn.silu)):.2f} ms, with compat.SiLU {_min_ms(csp(module)):.2f} ms")
 
 
+def repro_conv(jt, torch):
+    from rtdetr_jittor.compat.kernels.conv import conv2d
+    rng = np.random.default_rng(0)
+    for n, c, o, size in ((2, 32, 64, 320), (2, 128, 128, 80)):
+        x = rng.standard_normal((n, c, size, size)).astype(np.float32)
+        w = (rng.standard_normal((o, c, 3, 3)) / np.sqrt(9 * c)).astype(np.float32)
+        g = rng.standard_normal((n, o, size, size)).astype(np.float32)
+        jx, jw, jg = jt.array(x), jt.array(w), jt.array(g)
+
+        def step(conv):
+            return lambda: jt.sync(jt.grad((conv(jx, jw) * jg).sum(), [jx, jw]))
+        jittor_conv = lambda a, b: jt.nn.conv2d(a, b, None, 1, 1)  # noqa: E731
+        kernel_conv = lambda a, b: conv2d(a, b, (1, 1), (1, 1), (1, 1))  # noqa: E731
+        with torch.no_grad():
+            ref = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(w), None, 1, 1).numpy()
+        diffs = [float(np.abs(f(jx, jw).numpy() - ref).max()) for f in (jittor_conv, kernel_conv)]
+        print(f"conv: ({n},{c},{size},{size}) -> {o} channels, 3x3, forward+backward: Jittor's binding "
+              f"{_min_ms(step(jittor_conv)):.1f} ms, kernels.conv2d {_min_ms(step(kernel_conv)):.1f} ms; "
+              f"max |difference| to torch's conv2d {diffs[0]:.1e} and {diffs[1]:.1e}")
+
+
 def main(argv=None):
     from rtdetr_jittor._env import jt
     import torch
@@ -201,7 +229,7 @@ def main(argv=None):
     repros = {"threads": lambda: repro_threads(jt, torch), "bmm": lambda: repro_bmm(jt, torch),
               "batchnorm": lambda: repro_batchnorm(jt, torch), "fastmath": lambda: repro_fastmath(jt),
               "parallel": lambda: repro_parallel(jt), "pointwise": lambda: repro_pointwise(jt),
-              "relu": lambda: repro_relu(jt), "silu": lambda: repro_silu(jt)}
+              "relu": lambda: repro_relu(jt), "silu": lambda: repro_silu(jt), "conv": lambda: repro_conv(jt, torch)}
     for name in (argv if argv is not None else sys.argv[1:]) or list(repros):
         repros[name]()
     return 0

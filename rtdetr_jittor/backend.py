@@ -37,9 +37,10 @@ def to_numpy(value):
 
 
 def from_numpy(array):
-    """A Var holding a copy of ``array``, same dtype."""
+    """A Var holding a copy of ``array``, same dtype; data, so no gradient flows into it
+    (as into ``torch.from_numpy``'s tensor): the first convolution skips its input gradient."""
     array = np.array(array, copy=True)
-    return jt.array(array, dtype=str(array.dtype)) if array.dtype.kind == "f" else jt.array(array)
+    return (jt.array(array, dtype=str(array.dtype)) if array.dtype.kind == "f" else jt.array(array)).stop_grad()
 
 
 def targets_from_numpy(targets):

@@ -38,7 +38,7 @@ torch.nn modules (``modules.py``; state_dict names and shapes are torch's):
 
 | shim | torch behaviour it reproduces | measured Jittor difference |
 |---|---|---|
-| ``Conv2d`` | ``nn.Conv2d`` (same parameters) | pointwise float32 convolutions as oneDNN's convolution: 1.6x slower forward than a matrix product (``Conv2d`` runs the product; ``RTDETR_JITTOR_CONV=ops``: off) |
+| ``Conv2d`` | ``nn.Conv2d`` (same parameters), float32 values and gradients of torch's oneDNN convolution | Jittor's oneDNN binding: ``forward_inference`` (NHWC), two backward ops each reordering the output gradient, an input gradient for the image; ``kernels.conv`` (bit-identical to torch on this CPU), pointwise without gradients as a matrix product (``RTDETR_JITTOR_CONV=ops``: off) |
 | ``ReLU`` | ``nn.ReLU`` | ``nn.relu`` runs on one thread; in training ``kernels.relu`` (``RTDETR_JITTOR_RELU=ops``: off) |
 | ``SiLU`` | ``nn.SiLU`` (``x / (1 + exp(-x))``) | ``nn.SiLU`` fuses into long single-threaded element-wise chains (CSPRepLayer's end: 8.3 ms, split 1.0 ms); ``kernels.silu`` (``RTDETR_JITTOR_SILU=ops``: off) |
 | ``BatchNorm2d`` | two-pass batch variance, unbiased running variance, ``num_batches_tracked`` | float32 sums over 1e5 values per channel (mean 100): output error 5.3e-4 (torch 5.4e-6, shim 3.8e-6) |
