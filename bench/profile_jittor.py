@@ -28,6 +28,8 @@ def readable(key):
     """A short description of a Jittor kernel key: 'mkl_conv', or the fused ops with
     their operators, e.g. 'broadcast_to+binary(multiply)+reduce(add) f64'."""
     key = re.sub(r"^\[marks:[^\]]*\]", "", key)
+    if _is_conv_kernel(key):
+        return "kernels.conv2d" + (" backward" if _is_conv_backward(key) else "")
     if not key.startswith("«"):
         return key.split("«")[0] + (" f64" if "float64" in key else "")
     parts = []
@@ -39,8 +41,19 @@ def readable(key):
     return "+".join(parts) + (" f64" if "float64" in key else "")
 
 
+def _is_conv_kernel(base):
+    """Whether a kernel key is ``compat.kernels.conv`` (a ``code`` op whose source is in the key)."""
+    return base.startswith("code") and "rtdetr_conv" in base
+
+
+def _is_conv_backward(base):
+    return "convolution_backward_data" in base
+
+
 def categorize(key):
     base = re.sub(r"^\[marks:[^\]]*\]", "", key)
+    if _is_conv_kernel(base):
+        return "conv backward (oneDNN)" if _is_conv_backward(base) else "conv (oneDNN)"
     if base.startswith("mkl_conv_backward"):
         return "conv backward (oneDNN)"
     if base.startswith("mkl_conv"):

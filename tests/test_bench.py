@@ -96,6 +96,11 @@ def test_jittor_profile_parsing():
     assert marks_breakdown(rows, relayed, 1) == pytest.approx({"backbone": 3.0, "encoder": 1.0})
     assert readable(relay).startswith("broadcast_to+binary(multiply)+reduce(add)")
     assert categorize("«opkey0:reindex«opkey1:binary«OP:multiply«opkey2:reduce«OP:add").startswith("reindex+reduce")
+    from rtdetr_jittor.compat.kernels import conv
+    forward, backward = ("[marks:backbone,]code«IN_SIZE:2«" + src for src in (conv._FORWARD, conv._BACKWARD))
+    assert [categorize(k) for k in (forward, backward)] == ["conv (oneDNN)", "conv backward (oneDNN)"]
+    assert [readable(k) for k in (forward, backward)] == ["kernels.conv2d", "kernels.conv2d backward"]
+    assert categorize("code«IN_SIZE:1«" + "for (i...) y[i] = x[i];").startswith("custom code")
 
 
 def test_bench_run_writes_documented_files(tmp_path):
